@@ -1,0 +1,146 @@
+"""The ingest job: ``python -m ingest_jobs.ingest --corpus PATH_OR_URI [--config F] [--prune]``.
+
+The same entry point runs from the ``rag ingest`` CLI and under ``ray job submit``. It lists the
+corpus, runs the Ray Data pipeline, then deletes chunks the run made stale and, with ``--prune``,
+documents gone from the corpus.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import ray
+
+from ingest_jobs.chunk import doc_id_of
+from ingest_jobs.pipeline import build_pipeline
+from ingest_jobs.read import Corpus, CorpusNotFound, Skipped
+from ingest_jobs.rows import CHUNK, SKIPPED, UNCHANGED
+from rag.config import ConfigError, RagConfig, parse_overrides
+from rag.milvus_server import ensure_milvus
+from rag.store import MilvusChunkStore, MilvusUnavailable
+
+EXIT_USAGE = 2
+
+
+@dataclass
+class IngestSummary:
+    documents: int = 0
+    skipped: list[Skipped] = field(default_factory=list)
+    unchanged: int = 0
+    documents_written: int = 0
+    chunks_written: int = 0
+    chunks_deleted_stale: int = 0
+    documents_pruned: int = 0
+    chunks_pruned: int = 0
+    collection_rows: int = 0
+    seconds: float = 0.0
+
+    @property
+    def chunks_per_s(self) -> float:
+        return self.chunks_written / self.seconds if self.seconds else 0.0
+
+    def format(self) -> str:
+        lines = [
+            f"documents read: {self.documents}  written: {self.documents_written}  unchanged: {self.unchanged}  "
+            f"skipped: {len(self.skipped)}",
+            f"chunks written: {self.chunks_written}  deleted as stale: {self.chunks_deleted_stale}  "
+            f"pruned: {self.chunks_pruned} chunks of {self.documents_pruned} documents  "
+            f"collection rows: {self.collection_rows}",
+            f"seconds: {self.seconds:.1f}  chunks/s: {self.chunks_per_s:.1f}",
+        ]
+        lines += [f"  skipped {s.source}: {s.reason}" for s in self.skipped]
+        return "\n".join(lines)
+
+
+def run_ingest(
+    cfg: RagConfig, *, prune: bool = False, force: bool = False, store: MilvusChunkStore | None = None
+) -> IngestSummary:
+    """Runs one ingest on a Ray cluster that is already initialised; raises CorpusNotFound or MilvusUnavailable."""
+    started = time.perf_counter()
+    corpus = Corpus(cfg.corpus)
+    if store is None:
+        ensure_milvus(cfg.milvus)
+        store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
+    store.ensure_collection()
+
+    files, skipped = corpus.list()
+    summary = IngestSummary(documents=len(files) + len(skipped), skipped=list(skipped))
+    states = {} if force else store.document_states()
+
+    written_ids: dict[str, list[str]] = defaultdict(list)
+    if files:
+        ds = build_pipeline(cfg, corpus, files, manifest=corpus.manifest(), states=states)
+        for batch in ds.iter_batches(batch_size=4096, batch_format="numpy"):
+            for chunk_id, doc_id, source, status, reason in zip(
+                batch["id"], batch["doc_id"], batch["source"], batch["status"], batch["reason"]
+            ):
+                if status == CHUNK:
+                    written_ids[str(doc_id)].append(str(chunk_id))
+                elif status == SKIPPED:
+                    summary.skipped.append(Skipped(str(source), str(reason)))
+                elif status == UNCHANGED:
+                    summary.unchanged += 1
+    summary.documents_written = len(written_ids)
+    summary.chunks_written = sum(len(ids) for ids in written_ids.values())
+
+    for doc_id, ids in written_ids.items():
+        if doc_id in states:
+            summary.chunks_deleted_stale += store.delete_stale_chunks(doc_id, ids)
+    if prune:
+        # Skipped files are still in the corpus: their earlier chunks stay rather than vanish on a bad read.
+        present = {doc_id_of(f.source) for f in files} | {doc_id_of(s.source) for s in summary.skipped}
+        gone = set(states) - present
+        summary.chunks_pruned = store.delete_documents(gone)
+        summary.documents_pruned = len(gone)
+    store.flush()
+    summary.collection_rows = store.count()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config file (default: built-in embedded default)")
+    parser.add_argument("--prune", action="store_true", help="delete documents no longer in the corpus")
+    parser.add_argument("--force", action="store_true", help="re-embed documents even when unchanged")
+    parser.add_argument("--collection", help="Milvus collection (milvus.collection)")
+    parser.add_argument("--milvus-uri", help="Milvus URI (milvus.uri)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE", help="any config field")
+
+
+def config_from_args(args: argparse.Namespace, corpus: str | None) -> RagConfig:
+    overrides = parse_overrides(args.set)
+    for value, section, name in (
+        (corpus, "corpus", "path"), (args.collection, "milvus", "collection"), (args.milvus_uri, "milvus", "uri"),
+    ):  # fmt: skip
+        if value:
+            overrides.setdefault(section, {})[name] = value
+    return RagConfig.load(args.config, overrides)
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m ingest_jobs.ingest") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
+    parser.add_argument("corpus", nargs="?", help="corpus folder or s3://, gs:// URI (corpus.path)")
+    parser.add_argument("--corpus", dest="corpus_option", metavar="CORPUS", help="the same, as an option")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args, args.corpus_option or args.corpus)
+        Corpus(cfg.corpus)  # fail on a bad path or an unreachable Milvus before Ray starts
+        ensure_milvus(cfg.milvus)
+        store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
+        if not ray.is_initialized():
+            ray.init()
+        summary = run_ingest(cfg, prune=args.prune, force=args.force, store=store)
+    except (ConfigError, CorpusNotFound, MilvusUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    print(summary.format())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""parse: bytes of one HTML, Markdown or text file into a title, a canonical URL and sections with heading paths."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+import yaml
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, UnicodeDammit
+from langchain_text_splitters import MarkdownHeaderTextSplitter
+
+from rag.config import ParseConfig
+
+HTML_EXTENSIONS = (".html", ".htm")
+MARKDOWN_EXTENSIONS = (".md", ".markdown")
+HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
+# Elements after which extracted text breaks a line, so words from neighbouring blocks never run together.
+BLOCK_TAGS = (
+    "p", "div", "section", "article", "main", "li", "ul", "ol", "pre", "blockquote", "table", "tr",
+    "dd", "dt", "dl", "figcaption", "br", "hr",
+)  # fmt: skip
+_MARK = "\x00"
+_HEADING_MARK = re.compile(rf"{_MARK}(\d){_MARK}(.*?){_MARK}")
+_BLANK_RUNS = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
+_FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
+
+
+class ParseSkip(ValueError):
+    """The file cannot become a document; the message is the reason shown in the job summary."""
+
+
+@dataclass
+class Section:
+    heading_path: list[str]
+    text: str
+
+
+@dataclass
+class ParsedDocument:
+    title: str
+    url: str
+    doc_type: str
+    sections: list[Section] = field(default_factory=list)
+
+
+def doc_type_of(source: str) -> str:
+    suffix = PurePosixPath(source).suffix.lower()
+    if suffix in HTML_EXTENSIONS:
+        return "html"
+    if suffix in MARKDOWN_EXTENSIONS:
+        return "markdown"
+    return "text"
+
+
+def parse_document(
+    data: bytes, source: str, cfg: ParseConfig, *, url: str | None = None, title: str | None = None
+) -> ParsedDocument:
+    """Parses one file. ``url`` and ``title`` (from a manifest) win over what the file says."""
+    if not data.strip():
+        raise ParseSkip("empty file")
+    if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ParseSkip("binary file")
+    doc_type = doc_type_of(source)
+    if doc_type == "html":
+        doc = _parse_html(data, source, cfg)
+    else:
+        text = _decode_text(data)
+        doc = _parse_markdown(text, source) if doc_type == "markdown" else _parse_text(text, source)
+    doc.sections = [s for s in doc.sections if s.text.strip()]
+    if not doc.sections:
+        raise ParseSkip("no text after parsing")
+    doc.url = url or doc.url
+    doc.title = title or doc.title
+    return doc
+
+
+def _decode_text(data: bytes) -> str:
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ParseSkip(f"bad encoding: not UTF-8 ({e.reason} at byte {e.start})") from None
+
+
+def _clean(text: str) -> str:
+    return _BLANK_RUNS.sub("\n\n", "\n".join(" ".join(line.split()) for line in text.split("\n"))).strip()
+
+
+def _parse_html(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
+    dammit = UnicodeDammit(data, ["utf-8"], is_html=True)
+    if dammit.unicode_markup is None:
+        raise ParseSkip("bad encoding: undecodable HTML")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
+        soup = BeautifulSoup(dammit.unicode_markup, "html.parser")
+
+    title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    url = source
+    if (link := soup.find("link", rel="canonical")) and link.get("href"):
+        url = link["href"].strip()
+    elif (og := soup.find("meta", property="og:url")) and og.get("content"):
+        url = og["content"].strip()
+
+    for tag in soup.find_all([*cfg.drop_tags, "head", "template"]):
+        tag.decompose()
+    for tag in soup.find_all(attrs={"role": ["navigation", "banner", "contentinfo", "search"]}):
+        tag.decompose()
+    body = soup.body or soup
+    if not title and (h1 := body.find("h1")):
+        title = h1.get_text(" ", strip=True)
+    title = title or PurePosixPath(source).stem
+
+    # Mark headings in place, then read the text once, so every passage knows the headings above it.
+    for heading in body.find_all(HEADINGS):
+        text = heading.get_text(" ", strip=True).replace(_MARK, "")
+        heading.replace_with(f"\n{_MARK}{heading.name[1]}{_MARK}{text}{_MARK}\n")
+    for row in body.find_all("tr"):
+        cells = (cell.get_text(" ", strip=True) for cell in row.find_all(["td", "th"]))
+        row.replace_with("\n" + " | ".join(cells) + "\n")
+    for tag in body.find_all(BLOCK_TAGS):
+        tag.append("\n")
+    return ParsedDocument(title=title, url=url, doc_type="html", sections=_sections(body.get_text()))
+
+
+def _sections(marked: str) -> list[Section]:
+    sections: list[Section] = []
+    stack: list[tuple[int, str]] = []
+    pos = 0
+    for match in _HEADING_MARK.finditer(marked):
+        sections.append(Section([t for _, t in stack], _clean(marked[pos : match.start()])))
+        level, text = int(match.group(1)), match.group(2)
+        stack = [(lvl, t) for lvl, t in stack if lvl < level] + ([(level, text)] if text else [])
+        pos = match.end()
+    sections.append(Section([t for _, t in stack], _clean(marked[pos:])))
+    return sections
+
+
+def _parse_markdown(text: str, source: str) -> ParsedDocument:
+    title = ""
+    if match := _FRONT_MATTER.match(text):
+        try:
+            meta = yaml.safe_load(match.group(1))
+        except yaml.YAMLError:
+            meta = None
+        if isinstance(meta, dict) and meta.get("title"):
+            title = str(meta["title"]).strip()
+        text = text[match.end() :]
+    splitter = MarkdownHeaderTextSplitter(
+        headers_to_split_on=[("#", "1"), ("##", "2"), ("###", "3"), ("####", "4")], strip_headers=True
+    )
+    sections = []
+    for part in splitter.split_text(text):
+        path = [part.metadata[k] for k in ("1", "2", "3", "4") if k in part.metadata]
+        title = title or part.metadata.get("1", "")
+        sections.append(Section(path, _clean(part.page_content)))
+    return ParsedDocument(
+        title=title or PurePosixPath(source).stem, url=source, doc_type="markdown", sections=sections
+    )
+
+
+def _parse_text(text: str, source: str) -> ParsedDocument:
+    return ParsedDocument(
+        title=PurePosixPath(source).name, url=source, doc_type="text", sections=[Section([], _clean(text))]
+    )

@@ -1,0 +1,96 @@
+"""The lazy Ray Data pipeline: read → parse → chunk → embed → write. Nothing runs until the driver consumes it."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import numpy as np
+import ray.data
+from ray.data import ActorPoolStrategy
+
+from ingest_jobs.chunk import chunk_document, doc_id_of, sha256_hex
+from ingest_jobs.embed import ChunkEmbedder
+from ingest_jobs.parse import ParseSkip, parse_document
+from ingest_jobs.read import Corpus, CorpusFile, ManifestEntry
+from ingest_jobs.rows import CHUNK, ROW_COLUMNS, SKIPPED, UNCHANGED, status_row
+from ingest_jobs.write import MilvusWriter
+from rag.config import RagConfig
+from rag.store import DocState
+
+PARSE_BATCH_SIZE = 8
+PARSE_NUM_CPUS = 0.25  # parsing is light; a whole CPU per task would starve the embed actors on 2 cores
+
+
+def fingerprint_salt(cfg: RagConfig) -> str:
+    """What besides the bytes decides a document's chunks and vectors; a change re-ingests everything."""
+    return "|".join(
+        [cfg.parse.model_dump_json(), cfg.chunking.model_dump_json(), cfg.embedder.model, cfg.embedder.document_prefix]
+    )
+
+
+def is_unchanged(state: DocState | None, doc_hash: str) -> bool:
+    """All stored chunks carry this fingerprint and none is missing (a crashed run leaves a mix, or too few)."""
+    return state is not None and state.hashes == {doc_hash} and state.rows == state.chunk_count
+
+
+def _rows_for_file(
+    file: CorpusFile, corpus: Corpus, cfg: RagConfig, manifest: dict[str, ManifestEntry],
+    states: dict[str, DocState], salt: str,
+) -> list[dict[str, Any]]:  # fmt: skip
+    doc_id = doc_id_of(file.source)
+    try:
+        data = corpus.read(file)
+    except OSError as e:
+        return [status_row(SKIPPED, source=file.source, doc_id=doc_id, reason=f"unreadable: {e}")]
+    doc_hash = sha256_hex(salt, data)
+    if is_unchanged(states.get(doc_id), doc_hash):
+        return [status_row(UNCHANGED, source=file.source, doc_id=doc_id)]
+    entry = manifest.get(file.source, ManifestEntry(None, None))
+    try:
+        doc = parse_document(data, file.source, cfg.parse, url=entry.url, title=entry.title)
+        chunks = chunk_document(doc, source=file.source, doc_hash=doc_hash, cfg=cfg.chunking)
+        return [{**chunk, "status": CHUNK, "reason": ""} for chunk in chunks]
+    except ParseSkip as e:
+        reason = str(e)
+    except Exception as e:  # one malformed file must never stop the job
+        reason = f"parse error: {type(e).__name__}: {e}"
+    return [status_row(SKIPPED, source=file.source, doc_id=doc_id, reason=reason)]
+
+
+def read_parse_chunk(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, list]:
+    """Ray Data task: a batch of file rows in, chunk rows (and status rows) out."""
+    rows = [
+        row
+        for source, location, size in zip(batch["source"], batch["location"], batch["size"])
+        for row in _rows_for_file(CorpusFile(str(source), str(location), int(size)), **kwargs)
+    ]
+    return {name: [row[name] for row in rows] for name in ROW_COLUMNS}
+
+
+def build_pipeline(
+    cfg: RagConfig, corpus: Corpus, files: list[CorpusFile], *, manifest: dict[str, ManifestEntry],
+    states: dict[str, DocState],
+) -> ray.data.Dataset:  # fmt: skip
+    ds = ray.data.from_items([asdict(f) for f in files], override_num_blocks=max(1, min(len(files), 64)))
+    ds = ds.map_batches(
+        read_parse_chunk,
+        batch_size=PARSE_BATCH_SIZE,
+        num_cpus=PARSE_NUM_CPUS,
+        fn_kwargs=dict(corpus=corpus, cfg=cfg, manifest=manifest, states=states, salt=fingerprint_salt(cfg)),
+    )
+    ds = ds.map_batches(
+        ChunkEmbedder,
+        fn_constructor_kwargs={"cfg": cfg.embedder},
+        batch_size=cfg.embedder.batch_size,
+        compute=ActorPoolStrategy(size=cfg.embedder.concurrency),
+        num_cpus=cfg.embedder.num_cpus,
+        num_gpus=cfg.embedder.num_gpus,
+    )
+    return ds.map_batches(
+        MilvusWriter,
+        fn_constructor_kwargs={"cfg": cfg.milvus, "dim": cfg.embedder.dim},
+        batch_size=cfg.milvus.write_batch_size,
+        compute=ActorPoolStrategy(size=1),
+        num_cpus=cfg.milvus.writer_num_cpus,
+    )

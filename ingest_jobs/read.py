@@ -1,0 +1,162 @@
+"""read: list a corpus folder or object-store prefix, and fetch file bytes inside Ray workers.
+
+Listing happens on the driver (metadata only) so that every file the job will not read gets a
+reason; the bytes are read by the workers, so a bucket never streams through the driver.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from rag.config import CorpusConfig
+
+OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs")
+
+
+class CorpusNotFound(FileNotFoundError):
+    """The corpus path or URI does not exist."""
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    source: str  # path relative to the corpus root, '/'-separated: the document's stable key
+    location: str  # what the filesystem opens
+    size: int
+
+
+@dataclass(frozen=True)
+class Skipped:
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    url: str | None
+    title: str | None
+
+
+class Corpus:
+    """A corpus root on the local disk or in an object store; picklable, so workers read through it."""
+
+    def __init__(self, cfg: CorpusConfig, uri: str | None = None):
+        self.cfg = cfg
+        self.uri = uri or cfg.path
+        if not self.uri:
+            raise CorpusNotFound("no corpus given: pass a folder or URI, or set corpus.path")
+        scheme = urlparse(self.uri).scheme
+        self.remote = scheme in OBJECT_STORE_SCHEMES
+        self.extensions = tuple(e.lower() for e in cfg.extensions)
+        if self.remote:
+            self.root = self.uri.split("://", 1)[1].rstrip("/")
+        else:
+            self.root = str(Path(self.uri).expanduser().resolve())
+            if not Path(self.root).is_dir():
+                raise CorpusNotFound(f"corpus folder not found: {self.uri}")
+
+    def _filesystem(self) -> pafs.FileSystem:
+        if not self.remote:
+            return pafs.LocalFileSystem()
+        if self.uri.startswith("s3://"):
+            return pafs.S3FileSystem(
+                endpoint_override=self.cfg.s3_endpoint,
+                region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+                allow_bucket_creation=False,
+            )
+        return pafs.GcsFileSystem()
+
+    def list(self) -> tuple[list[CorpusFile], list[Skipped]]:
+        """Every file under the root with a known extension, and the ones that will not be read, with why."""
+        return self._list_remote() if self.remote else self._list_local()
+
+    def _accept(self, source: str, size: int) -> Skipped | None:
+        if size == 0:
+            return Skipped(source, "empty file")
+        if size > self.cfg.max_file_bytes:
+            return Skipped(source, f"oversized: {size} bytes > corpus.max_file_bytes={self.cfg.max_file_bytes}")
+        return None
+
+    def _wanted(self, name: str) -> bool:
+        return name.lower().endswith(self.extensions) and name != self.cfg.manifest
+
+    def _list_local(self) -> tuple[list[CorpusFile], list[Skipped]]:
+        files, skipped = [], []
+        root = Path(self.root)
+        # Symlinked folders are not followed; symlinked files are read only if they stay inside the root.
+        for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = Path(dirpath) / name
+                source = path.relative_to(root).as_posix()
+                if not self._wanted(name):
+                    continue
+                try:
+                    real = path.resolve(strict=True)
+                except (OSError, RuntimeError) as e:
+                    skipped.append(Skipped(source, f"unreadable: {type(e).__name__}: {e.strerror or e}"))
+                    continue
+                if not real.is_relative_to(root):
+                    skipped.append(Skipped(source, "outside the corpus root (symlink)"))
+                    continue
+                try:
+                    st = real.stat()
+                except OSError as e:
+                    skipped.append(Skipped(source, f"unreadable: {e.strerror}"))
+                    continue
+                if not stat.S_ISREG(st.st_mode):
+                    skipped.append(Skipped(source, "not a regular file"))
+                    continue
+                if not os.access(real, os.R_OK):
+                    skipped.append(Skipped(source, "unreadable: permission denied"))
+                    continue
+                if reason := self._accept(source, st.st_size):
+                    skipped.append(reason)
+                    continue
+                files.append(CorpusFile(source, str(real), st.st_size))
+        return files, skipped
+
+    def _list_remote(self) -> tuple[list[CorpusFile], list[Skipped]]:
+        fs = self._filesystem()
+        try:
+            infos = fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=False))
+        except (FileNotFoundError, OSError) as e:
+            raise CorpusNotFound(f"corpus not found: {self.uri}: {e}") from None
+        files, skipped = [], []
+        for info in sorted(infos, key=lambda i: i.path):
+            if info.type != pafs.FileType.File or not self._wanted(info.base_name):
+                continue
+            source = str(PurePosixPath(info.path).relative_to(self.root))
+            if reason := self._accept(source, info.size):
+                skipped.append(reason)
+                continue
+            files.append(CorpusFile(source, info.path, info.size))
+        return files, skipped
+
+    def read(self, file: CorpusFile) -> bytes:
+        with self._filesystem().open_input_stream(file.location) as stream:
+            return stream.read()
+
+    def manifest(self) -> dict[str, ManifestEntry]:
+        """The optional ``manifest.jsonl`` at the root: per relative path, its canonical URL and title."""
+        location = f"{self.root}/{self.cfg.manifest}"
+        try:
+            with self._filesystem().open_input_stream(location) as stream:
+                lines = stream.read().decode("utf-8", errors="replace").splitlines()
+        except (FileNotFoundError, OSError):
+            return {}
+        entries = {}
+        for line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(row, dict) and isinstance(row.get("path"), str):
+                entries[row["path"]] = ManifestEntry(row.get("url"), row.get("title"))
+        return entries

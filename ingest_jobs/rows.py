@@ -1,0 +1,18 @@
+"""The row shape that flows through the pipeline: chunks, plus one status row per document not chunked,
+so skips and unchanged documents travel with the stream instead of a second pass."""
+
+CHUNK = "chunk"
+SKIPPED = "skipped"
+UNCHANGED = "unchanged"
+
+STORED_COLUMNS = (
+    "id", "text", "doc_id", "source", "url", "title", "heading", "doc_type", "chunk_index", "chunk_count", "doc_hash",
+)  # fmt: skip
+ROW_COLUMNS = (*STORED_COLUMNS, "embed_text", "status", "reason")
+RESULT_COLUMNS = ("id", "doc_id", "source", "status", "reason")
+
+
+def status_row(status: str, *, source: str, doc_id: str, reason: str = "") -> dict:
+    row = dict.fromkeys(ROW_COLUMNS, "")
+    row.update(chunk_index=0, chunk_count=0, status=status, source=source, doc_id=doc_id, reason=reason)
+    return row

