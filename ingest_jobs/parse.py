@@ -95,7 +95,7 @@ def _parse_html(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
         raise ParseSkip("bad encoding: undecodable HTML")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
-        soup = BeautifulSoup(dammit.unicode_markup, "html.parser")
+        soup = BeautifulSoup(dammit.unicode_markup, "lxml")  # recovers broken markup as browsers do
 
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     url = source

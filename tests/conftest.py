@@ -1,0 +1,109 @@
+"""Session-wide real parts: one milvus-lite server, one Ray cluster (with its job server), one moto S3 server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+MILVUS_DOCS = SHARED / "corpus" / "milvus-docs"
+SCIFACT = SHARED / "eval" / "scifact"
+# Credentials for the moto S3 server; Ray workers get them through the job's runtime_env.
+S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{what} did not open port {port} in {timeout_s}s")
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(tmp_path_factory) -> str:
+    """A real milvus-lite server on loopback, shared by the test process, Ray workers and Serve replicas."""
+    port = free_port()
+    data_dir = tmp_path_factory.mktemp("milvus")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir), "--host", "127.0.0.1",
+         "--port", str(port)],
+        stdout=open(data_dir / "server.log", "wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    wait_for_port(port, proc, "milvus-lite server")
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray cluster with its dashboard, so tests can also submit jobs to it."""
+    import ray
+
+    dashboard_port = free_port()
+    ctx = ray.init(
+        num_cpus=2,
+        include_dashboard=True,
+        dashboard_port=dashboard_port,
+        runtime_env={"env_vars": S3_ENV},
+        log_to_driver=False,
+    )
+    yield ctx
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory) -> str:
+    """moto's S3-compatible server: it stands in for a cloud bucket, which cannot be reached here."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    wait_for_port(port, proc, "moto_server")
+    os.environ.update(S3_ENV)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture
+def collection() -> str:
+    return f"t_{uuid.uuid4().hex[:12]}"
+
+
+def copy_pages(dest: Path, pages: list[str]) -> Path:
+    """Copies a few pages of the shared Milvus docs (and their manifest lines) into a test corpus."""
+    import json
+
+    dest.mkdir(parents=True, exist_ok=True)
+    wanted = set(pages)
+    manifest = [line for line in (MILVUS_DOCS / "manifest.jsonl").read_text().splitlines()
+                if json.loads(line)["path"] in wanted]  # fmt: skip
+    for page in pages:
+        (dest / page).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(MILVUS_DOCS / page, dest / page)
+    (dest / "manifest.jsonl").write_text("\n".join(manifest) + "\n")
+    return dest
