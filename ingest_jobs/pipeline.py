@@ -82,7 +82,7 @@ def build_pipeline(
     ds = ds.map_batches(
         ChunkEmbedder,
         fn_constructor_kwargs={"cfg": cfg.embedder},
-        batch_size=cfg.embedder.batch_size,
+        batch_size=cfg.embedder.rows_per_call,
         compute=ActorPoolStrategy(size=cfg.embedder.concurrency),
         num_cpus=cfg.embedder.num_cpus,
         num_gpus=cfg.embedder.num_gpus,

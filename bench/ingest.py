@@ -1,0 +1,135 @@
+"""Ingest throughput on the whole Milvus docs corpus, against its limit and against a seed-style script.
+
+    python bench/ingest.py [--corpus ../shared/corpus/milvus-docs] [--config configs/local.yaml]
+
+Prints, in one run:
+  pipeline   the Ray Data job (read → parse → chunk → embed → write) into a fresh collection
+  encode     plain SentenceTransformer.encode on the same chunk texts: the ceiling on this machine
+  seed       the origin post's single process: load, split, encode, insert
+and the ratios pipeline/encode (target ≥ 0.9) and pipeline/seed (target ≥ 1.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import ray
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from ingest_jobs.chunk import chunk_document  # noqa: E402
+from ingest_jobs.ingest import run_ingest  # noqa: E402
+from ingest_jobs.parse import ParseSkip, parse_document  # noqa: E402
+from ingest_jobs.read import Corpus  # noqa: E402
+from rag.config import RagConfig  # noqa: E402
+from rag.embedder import load_sentence_transformer  # noqa: E402
+from rag.milvus_server import start_local, stop_local  # noqa: E402
+from rag.store import MilvusChunkStore  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def chunk_texts(cfg: RagConfig) -> list[str]:
+    corpus = Corpus(cfg.corpus)
+    files, _ = corpus.list()
+    manifest = corpus.manifest()
+    texts = []
+    for f in files:
+        entry = manifest.get(f.source)
+        try:
+            doc = parse_document(corpus.read(f), f.source, cfg.parse, url=entry and entry.url,
+                                 title=entry and entry.title)  # fmt: skip
+        except ParseSkip:
+            continue
+        texts += [r["embed_text"] for r in chunk_document(doc, source=f.source, doc_hash="", cfg=cfg.chunking)]
+    return texts
+
+
+def bench_encode(cfg: RagConfig, texts: list[str], batch_size: int | None) -> float:
+    """One ``encode`` call over every chunk, model loaded and warm: no I/O, no Ray, the texts sorted by length
+    across the whole corpus. ``batch_size=None`` is the library's default (32)."""
+    model = load_sentence_transformer(cfg.embedder)
+    kwargs = {} if batch_size is None else {"batch_size": batch_size}
+    model.encode(texts[:64], **kwargs)  # warm-up
+    started = time.perf_counter()
+    model.encode(texts, normalize_embeddings=True, show_progress_bar=False, **kwargs)
+    return time.perf_counter() - started
+
+
+def bench_seed(cfg: RagConfig) -> tuple[int, float]:
+    """The origin post's shape: one process loads every page, splits, encodes and inserts."""
+    from bs4 import BeautifulSoup
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+    from pymilvus import MilvusClient
+
+    started = time.perf_counter()
+    pages = [p.read_text(errors="replace") for p in sorted(Path(cfg.corpus.path).rglob("*.html"))]
+    splitter = RecursiveCharacterTextSplitter(chunk_size=cfg.chunking.chunk_size,
+                                              chunk_overlap=cfg.chunking.chunk_overlap)  # fmt: skip
+    texts = [t for page in pages for t in splitter.split_text(BeautifulSoup(page, "html.parser").get_text())]
+    model = load_sentence_transformer(cfg.embedder)
+    vectors = model.encode(texts, normalize_embeddings=True)
+    client = MilvusClient(uri=cfg.milvus.uri)
+    client.create_collection("seed_bench", dimension=cfg.embedder.dim, auto_id=True)
+    rows = [{"vector": v.tolist(), "text": t[:60000]} for v, t in zip(vectors, texts)]
+    for start in range(0, len(rows), 512):
+        client.insert("seed_bench", rows[start : start + 512])
+    return len(texts), time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "corpus" / "milvus-docs"))
+    parser.add_argument("--config", default=str(REPO / "configs" / "local.yaml"))
+    args = parser.parse_args()
+
+    data_dir = tempfile.mkdtemp(prefix="bench-milvus-")
+    cfg = RagConfig.load(args.config, {
+        "corpus": {"path": args.corpus},
+        "milvus": {"uri": f"http://127.0.0.1:{free_port()}", "local_data_dir": data_dir, "collection": "bench"},
+    })  # fmt: skip
+    start_local(cfg.milvus)
+    try:
+        ray.init(num_cpus=os.cpu_count(), log_to_driver=False)
+        summary = run_ingest(cfg, force=True)
+        ray.shutdown()
+        pipeline_rate = summary.chunks_per_s
+        print(f"pipeline: {summary.documents} pages, {summary.chunks_written} chunks, "
+              f"{summary.seconds:.1f} s, {pipeline_rate:.1f} chunks/s, {len(summary.skipped)} skipped", flush=True)
+
+        texts = chunk_texts(cfg)
+        encode_s = bench_encode(cfg, texts, None)
+        encode_rate = len(texts) / encode_s
+        print(f"encode:   {len(texts)} chunks, {encode_s:.1f} s, {encode_rate:.1f} chunks/s "
+              "(plain SentenceTransformer.encode, default batch size 32)", flush=True)
+        tuned_s = bench_encode(cfg, texts, cfg.embedder.batch_size)
+        tuned_rate = len(texts) / tuned_s
+        print(f"encode@{cfg.embedder.batch_size}: {len(texts)} chunks, {tuned_s:.1f} s, {tuned_rate:.1f} chunks/s "
+              "(the same at the pipeline's batch size: what Ray and the other stages cost)", flush=True)
+
+        seed_chunks, seed_s = bench_seed(cfg)
+        seed_rate = seed_chunks / seed_s
+        print(f"seed:     {seed_chunks} chunks, {seed_s:.1f} s, {seed_rate:.1f} chunks/s", flush=True)
+
+        print(f"ratio pipeline/encode: {pipeline_rate / encode_rate:.2f} (target >= 0.90)")
+        print(f"ratio pipeline/encode@{cfg.embedder.batch_size}: {pipeline_rate / tuned_rate:.2f}")
+        print(f"ratio pipeline/seed:   {pipeline_rate / seed_rate:.2f} (target >= 1.00)")
+        print(f"machine: {os.cpu_count()} CPUs, embedder {cfg.embedder.model}, "
+              f"{cfg.embedder.concurrency} actors x {cfg.embedder.num_cpus} CPU, batch {cfg.embedder.batch_size}")
+    finally:
+        stop_local(cfg.milvus)
+
+
+if __name__ == "__main__":
+    main()

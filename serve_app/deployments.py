@@ -1,0 +1,70 @@
+"""The Serve shells: deployment options and handles only; the logic lives in the plain classes they wrap."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any
+
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from rag.config import EmbedderConfig, MilvusConfig, RagConfig
+from rag.embedder import SentenceTransformersEmbedder
+from serve_app.ingress import RagService, build_fastapi
+from serve_app.prompt import PromptBuilder
+from serve_app.protocol import RetrievalFilter, SearchMode, Source
+from serve_app.retriever import MilvusRetriever
+
+
+class QueryEmbedder:
+    """Embeds queries with Serve's dynamic batching: concurrent requests share one forward pass."""
+
+    def __init__(self, cfg: dict[str, Any], max_batch_size: int, batch_wait_timeout_s: float):
+        self.embedder = SentenceTransformersEmbedder(EmbedderConfig.model_validate(cfg))
+        self.embed_one.set_max_batch_size(max_batch_size)
+        self.embed_one.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.recent_batch_sizes: deque[int] = deque(maxlen=1000)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
+    async def embed_one(self, texts: list[str]) -> list[list[float]]:
+        self.recent_batch_sizes.append(len(texts))
+        vectors = await asyncio.to_thread(self.embedder.embed_queries, texts)
+        return vectors.tolist()
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        return list(await asyncio.gather(*(self.embed_one(t) for t in texts)))
+
+    def batch_sizes(self) -> list[int]:
+        return list(self.recent_batch_sizes)
+
+
+class Retriever:
+    def __init__(self, cfg: dict[str, Any], dim: int):
+        self.retriever = MilvusRetriever(MilvusConfig.model_validate(cfg), dim)
+
+    async def retrieve(self, query: str, vector: list[float], mode: SearchMode, top_k: int,
+                       flt: RetrievalFilter | None) -> list[Source]:  # fmt: skip
+        return await asyncio.to_thread(self.retriever.retrieve, query, vector, mode=mode, top_k=top_k, flt=flt)
+
+
+@serve.ingress()
+class RagIngress:
+    """FastAPI ingress; ``__serve_build_asgi_app__`` hands Serve the app built over ``RagService``."""
+
+    def __init__(self, cfg: dict[str, Any], model_source: str, embedder: DeploymentHandle,
+                 retriever: DeploymentHandle, llm: DeploymentHandle):  # fmt: skip
+        from transformers import AutoTokenizer
+
+        config = RagConfig.model_validate(cfg)
+        llm_stream = llm.options(stream=True)  # LLMServer.chat is a generator: without stream=True it raises
+        self.service = RagService(
+            config,
+            embed=lambda texts: embedder.embed.remote(texts),
+            retrieve=lambda q, v, mode, k, flt: retriever.retrieve.remote(q, v, mode, k, flt),
+            generate=lambda request: llm_stream.chat.remote(request),
+            prompt=PromptBuilder(AutoTokenizer.from_pretrained(model_source), max_model_len=config.llm.max_model_len),
+        )
+
+    async def __serve_build_asgi_app__(self):
+        return build_fastapi(self.service)

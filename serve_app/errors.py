@@ -1,0 +1,92 @@
+"""Errors in one place: every failure leaves the app as an OpenAI-shaped body with the right status."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from pymilvus import MilvusException
+
+from rag.store import MilvusUnavailable
+
+logger = logging.getLogger(__name__)
+RETRY_AFTER_S = "5"
+
+
+class APIError(Exception):
+    """An error the client should see, with its HTTP status and OpenAI error type."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
+                 code: str | None = None):  # fmt: skip
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+    def sse(self) -> str:
+        return f"data: {json.dumps(self.body())}\n\n"
+
+
+def bad_request(message: str, param: str | None = None, code: str | None = None) -> APIError:
+    return APIError(400, message, param=param, code=code)
+
+
+def unavailable(message: str) -> APIError:
+    return APIError(503, message, type="service_unavailable", code="service_unavailable")
+
+
+def from_validation_error(error: ValidationError | RequestValidationError) -> APIError:
+    first = error.errors()[0]
+    param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
+    return bad_request(f"{param}: {first['msg']}" if param else first["msg"], param=param)
+
+
+def from_engine_error(error: Any) -> APIError:
+    """vLLM's ErrorResponse value (returned, not raised, by LLMServer) as our error."""
+    info = error.error
+    status = int(info.code) if 400 <= int(info.code or 500) < 600 else 500
+    return APIError(status, info.message, type=info.type, param=info.param)
+
+
+def from_milvus_error(error: MilvusException) -> APIError:
+    # pymilvus marks caller mistakes and transient faults itself; map those rather than guess.
+    if getattr(error, "is_input_error", False):
+        return bad_request(f"retrieval failed: {error.message}")
+    return unavailable(f"Milvus is unavailable: {error.message}")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    def respond(error: APIError) -> JSONResponse:
+        headers = {"Retry-After": RETRY_AFTER_S} if error.status == 503 else None
+        return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+    @app.exception_handler(APIError)
+    async def _api_error(_: Request, exc: APIError) -> JSONResponse:
+        return respond(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return respond(from_validation_error(exc))
+
+    @app.exception_handler(ValidationError)
+    async def _validation(_: Request, exc: ValidationError) -> JSONResponse:
+        return respond(from_validation_error(exc))
+
+    @app.exception_handler(MilvusException)
+    async def _milvus(_: Request, exc: MilvusException) -> JSONResponse:
+        return respond(from_milvus_error(exc))
+
+    @app.exception_handler(MilvusUnavailable)
+    async def _milvus_down(_: Request, exc: MilvusUnavailable) -> JSONResponse:
+        return respond(unavailable(str(exc)))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error")
+        return respond(APIError(500, f"internal error: {type(exc).__name__}", type="internal_error"))

@@ -1,0 +1,235 @@
+"""ingress: embed → retrieve → prompt → generate behind an OpenAI-compatible FastAPI app.
+
+``RagService`` holds the logic and takes its parts as async callables, so tests run it with plain
+objects and the Serve shell runs it with deployment handles.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+
+from rag.config import RagConfig
+from serve_app.errors import APIError, bad_request, from_engine_error, from_validation_error, install_error_handlers
+from serve_app.prompt import PromptBuilder
+from serve_app.protocol import (
+    ChatCompletionRequest,
+    EmbeddingsRequest,
+    EngineErrorResponse,
+    RetrievalFilter,
+    RetrievalOptions,
+    RetrieveRequest,
+    SearchMode,
+    Source,
+)
+
+EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
+RetrieveFn = Callable[[str, list[float], SearchMode, int, RetrievalFilter | None], Awaitable[list[Source]]]
+GenerateFn = Callable[[ChatCompletionRequest], AsyncIterator[Any]]
+EXTRA_FIELDS = tuple(RetrievalOptions.model_fields)
+CONVERSATION_ROLES = ("user", "assistant")
+CHAT_SOURCE_FIELDS = {"index", "id", "url", "title", "heading", "source", "doc_type", "score"}
+
+
+def _text_of(content: Any) -> str:
+    """A message's text, whether plain or a list of OpenAI content parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def _is_engine_error(item: Any) -> bool:
+    # Ray's ErrorResponse objects are its internal classes; both they and the public ones subclass vLLM's.
+    return isinstance(item, EngineErrorResponse)
+
+
+class RagService:
+    """The RAG request logic: validate, retrieve, fit the prompt, stream the engine's answer with sources."""
+
+    def __init__(self, cfg: RagConfig, *, embed: EmbedFn, retrieve: RetrieveFn, generate: GenerateFn,
+                 prompt: PromptBuilder):  # fmt: skip
+        self.cfg = cfg
+        self.embed = embed
+        self.retrieve_fn = retrieve
+        self.generate = generate
+        self.prompt = prompt
+
+    # ---- validation -------------------------------------------------------------------------------------
+    def _check_model(self, model: Any) -> None:
+        if model is not None and model != self.cfg.llm.model_id:
+            raise APIError(404, f"The model `{model}` does not exist; this server serves `{self.cfg.llm.model_id}`.",
+                           type="NotFoundError", param="model", code="model_not_found")  # fmt: skip
+
+    def parse_chat(self, body: Any) -> tuple[ChatCompletionRequest, RetrievalOptions, list[dict[str, Any]], str]:
+        """The engine request, our retrieval extras, the conversation and the query (the last user turn)."""
+        if not isinstance(body, dict):
+            raise bad_request("the request body must be a JSON object")
+        body = dict(body)
+        try:
+            options = RetrievalOptions.model_validate({k: body.pop(k) for k in EXTRA_FIELDS if k in body})
+        except ValidationError as e:
+            raise from_validation_error(e) from None
+        self._check_model(body.get("model"))
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise bad_request("messages must be a non-empty list", param="messages")
+        try:
+            request = ChatCompletionRequest.model_validate({**body, "model": self.cfg.llm.model_id})
+        except ValidationError as e:
+            raise from_validation_error(e) from None
+
+        system_parts, conversation = [], []
+        for i, message in enumerate(messages):
+            role = message.get("role") if isinstance(message, dict) else None
+            if role == "system":
+                system_parts.append(_text_of(message.get("content")))
+            elif role in CONVERSATION_ROLES:
+                conversation.append({"role": role, "content": _text_of(message.get("content"))})
+            else:
+                raise bad_request(f"messages[{i}].role must be one of system, user, assistant; got {role!r}",
+                                  param=f"messages.{i}.role")  # fmt: skip
+        if not conversation or conversation[-1]["role"] != "user":
+            raise bad_request("the last message must come from the user", param="messages")
+        query = conversation[-1]["content"].strip()
+        if not query:
+            raise bad_request("the last user message is empty", param="messages")
+        if system_parts:  # the client's own instructions follow ours, in the one system message
+            conversation.insert(0, {"role": "system", "content": "\n\n".join(system_parts)})
+        return request, options, conversation, query
+
+    # ---- retrieval --------------------------------------------------------------------------------------
+    async def sources_for(self, query: str, options: RetrievalOptions) -> list[Source]:
+        vectors = await self.embed([query])
+        mode = options.search or self.cfg.serve.search
+        top_k = options.top_k or self.cfg.serve.top_k
+        return await self.retrieve_fn(query, vectors[0], mode, top_k, options.filter)
+
+    async def retrieve(self, body: Any) -> dict[str, Any]:
+        try:
+            request = RetrieveRequest.model_validate(body)
+        except ValidationError as e:
+            raise from_validation_error(e) from None
+        sources = await self.sources_for(request.query, request)
+        return {"object": "list", "search": request.search or self.cfg.serve.search,
+                "data": [s.model_dump() for s in sources]}  # fmt: skip
+
+    async def embeddings(self, body: Any) -> dict[str, Any]:
+        try:
+            request = EmbeddingsRequest.model_validate(body)
+        except ValidationError as e:
+            raise from_validation_error(e) from None
+        texts = [request.input] if isinstance(request.input, str) else request.input
+        if not texts or not all(isinstance(t, str) and t for t in texts):
+            raise bad_request("input must be a non-empty string or list of non-empty strings", param="input")
+        vectors = await self.embed(texts)
+        return {
+            "object": "list",
+            "model": self.cfg.embedder.model,
+            "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
+            "usage": {"prompt_tokens": 0, "total_tokens": 0},
+        }
+
+    def models(self) -> dict[str, Any]:
+        return {"object": "list", "data": [
+            {"id": self.cfg.llm.model_id, "object": "model", "created": 0, "owned_by": "rag",
+             "max_model_len": self.cfg.llm.max_model_len},
+        ]}  # fmt: skip
+
+    # ---- chat -------------------------------------------------------------------------------------------
+    async def chat(self, body: Any) -> dict[str, Any] | AsyncIterator[str]:
+        """A response body, or an SSE stream whose first event carries the sources."""
+        request, options, conversation, query = self.parse_chat(body)
+        max_tokens = request.max_completion_tokens or request.max_tokens or self.cfg.llm.max_tokens
+        if max_tokens >= self.cfg.llm.max_model_len:
+            raise bad_request(f"max_tokens must be below the context of {self.cfg.llm.max_model_len}",
+                              param="max_tokens", code="context_length_exceeded")  # fmt: skip
+        # Fail a too-long conversation before paying for retrieval.
+        self.prompt.build(conversation, [], max_tokens=max_tokens)
+        sources = await self.sources_for(query, options)
+        messages, sources = self.prompt.build(conversation, sources, max_tokens=max_tokens)
+        engine_request = request.model_copy(
+            update={"messages": messages, "max_tokens": max_tokens, "max_completion_tokens": None}
+        )
+        source_dicts = [s.model_dump(include=CHAT_SOURCE_FIELDS) for s in sources]
+        stream = self.generate(engine_request)
+        first = await anext(stream)
+        if not request.stream:
+            if _is_engine_error(first):
+                raise from_engine_error(first)
+            return {**first.model_dump(mode="json", exclude_none=True), "sources": source_dicts}
+        if isinstance(first, list) and first and _is_engine_error(first[0]):
+            raise from_engine_error(first[0])
+        return self._stream_with_sources(first, stream, source_dicts)
+
+    async def _stream_with_sources(self, first: list[Any], stream: AsyncIterator[Any],
+                                   sources: list[dict[str, Any]]) -> AsyncIterator[str]:  # fmt: skip
+        pending_sources = True
+
+        def events(items: list[Any]) -> list[str]:
+            nonlocal pending_sources
+            out = []
+            for item in items:
+                if _is_engine_error(item):
+                    out.append(from_engine_error(item).sse())
+                    continue
+                if pending_sources and item.startswith("data: {"):
+                    event = json.loads(item[len("data: "):])
+                    event["sources"] = sources
+                    item = f"data: {json.dumps(event)}\n\n"
+                    pending_sources = False
+                out.append(item)
+            return out
+
+        for event in events(first):
+            yield event
+        try:
+            async for items in stream:
+                for event in events(items):
+                    yield event
+        except Exception as e:  # the status line is already sent: end the stream with an error event
+            yield APIError(503, f"generation failed: {type(e).__name__}", type="service_unavailable").sse()
+
+
+def build_fastapi(service: RagService) -> FastAPI:
+    """The HTTP routes: a few lines each over ``RagService``; errors leave through the handlers in errors.py."""
+    app = FastAPI(title="RAG on Ray", version="0.1.0")
+    install_error_handlers(app)
+
+    async def json_body(request: Request) -> Any:
+        try:
+            return json.loads(await request.body())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise bad_request(f"invalid JSON body: {e}") from None
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        result = await service.chat(await json_body(request))
+        if isinstance(result, dict):
+            return JSONResponse(result)
+        return StreamingResponse(result, media_type="text/event-stream")
+
+    @app.get("/v1/models")
+    async def models():
+        return service.models()
+
+    @app.post("/v1/embeddings")
+    async def embeddings(request: Request):
+        return await service.embeddings(await json_body(request))
+
+    @app.post("/v1/retrieve")
+    async def retrieve(request: Request):
+        return await service.retrieve(await json_body(request))
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "time": int(time.time())}
+
+    return app

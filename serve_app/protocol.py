@@ -1,0 +1,68 @@
+"""The API's types. OpenAI request/response models come from vLLM through Ray's re-exports, imported here
+only, because vLLM moves them between releases; our own extras (retrieval options, sources) live beside them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from ray.serve.llm.openai_api_models import ChatCompletionRequest, ChatCompletionResponse
+from vllm.entrypoints.serve.engine.protocol import ErrorResponse as EngineErrorResponse
+
+SearchMode = Literal["dense", "bm25", "hybrid"]
+
+__all__ = [
+    "ChatCompletionRequest",
+    "ChatCompletionResponse",
+    "EngineErrorResponse",
+    "RetrievalFilter",
+    "RetrievalOptions",
+    "RetrieveRequest",
+    "Source",
+    "EmbeddingsRequest",
+]
+
+
+class RetrievalFilter(BaseModel):
+    """Metadata filters; each becomes part of every Milvus search request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url_prefix: str | None = Field(None, description="Only passages whose URL starts with this.")
+    source_prefix: str | None = Field(None, description="Only passages whose corpus path starts with this.")
+    doc_type: list[Literal["html", "markdown", "text"]] | None = Field(None, description="Only these document types.")
+
+
+class RetrievalOptions(BaseModel):
+    """The request extras we accept in an OpenAI body; ChatCompletionRequest lets unknown fields pass silently."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int | None = Field(None, ge=1, le=100, description="Passages to retrieve.")
+    search: SearchMode | None = Field(None, description="dense, bm25 or hybrid.")
+    filter: RetrievalFilter | None = None
+
+
+class RetrieveRequest(RetrievalOptions):
+    query: str = Field(min_length=1, description="The question to retrieve passages for.")
+
+
+class EmbeddingsRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    input: str | list[str] = Field(description="Text or texts to embed.")
+    model: str | None = None
+
+
+class Source(BaseModel):
+    """A retrieved passage as the API returns it; ``index`` is the number the answer cites as [index]."""
+
+    index: int
+    id: str
+    url: str
+    title: str
+    heading: str
+    source: str
+    doc_type: str
+    score: float
+    text: str

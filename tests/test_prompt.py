@@ -1,0 +1,42 @@
+import pytest
+from transformers import AutoTokenizer
+
+from serve_app.errors import APIError
+from serve_app.prompt import INSTRUCTIONS, PromptBuilder
+from serve_app.protocol import Source
+
+
+def source(i: int, words: int = 50) -> Source:
+    return Source(index=i, id=f"c{i}", url=f"https://d/{i}", title=f"Page {i}", heading="A > B", source=f"{i}.html",
+                  doc_type="html", score=1.0 / i, text=" ".join(["vector"] * words))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tokenizer(smollm2_dir):
+    return AutoTokenizer.from_pretrained(smollm2_dir)
+
+
+def test_passages_are_numbered_in_one_system_message(tokenizer):
+    builder = PromptBuilder(tokenizer, max_model_len=2048)
+    messages, used = builder.build([{"role": "user", "content": "What is HNSW?"}], [source(3), source(7)],
+                                   max_tokens=100)  # fmt: skip
+    assert [m["role"] for m in messages] == ["system", "user"]
+    assert messages[0]["content"].startswith(INSTRUCTIONS)
+    assert "[1] Page 3 > A > B (https://d/3)" in messages[0]["content"]
+    assert "[2] Page 7 > A > B (https://d/7)" in messages[0]["content"]
+    assert [s.index for s in used] == [1, 2] and [s.id for s in used] == ["c3", "c7"]
+
+
+def test_passages_are_fitted_by_tokens(tokenizer):
+    builder = PromptBuilder(tokenizer, max_model_len=600)
+    conversation = [{"role": "user", "content": "question"}]
+    messages, used = builder.build(conversation, [source(i, words=100) for i in range(1, 10)], max_tokens=100)
+    assert 0 < len(used) < 9
+    assert builder.count(messages) <= 600 - 100
+
+
+def test_conversation_longer_than_context_is_a_400(tokenizer):
+    builder = PromptBuilder(tokenizer, max_model_len=512)
+    with pytest.raises(APIError) as err:
+        builder.build([{"role": "user", "content": "word " * 1000}], [], max_tokens=64)
+    assert err.value.status == 400 and err.value.code == "context_length_exceeded"

@@ -1,0 +1,181 @@
+"""The Serve app through real HTTP: the official openai client and LangChain, a real vLLM CPU engine running
+SmolLM2, and a collection written by the real ingest job."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import openai
+import pytest
+from openai import OpenAI
+
+from ingest_jobs.ingest import run_ingest
+from rag.config import RagConfig
+from rag.store import MilvusChunkStore
+from tests.conftest import REPO, copy_pages, free_port
+
+pytestmark = pytest.mark.integration
+
+SERVE_PAGES = [
+    "adminGuide/chunk_cache.html",
+    "adminGuide/rbac.html",
+    "embeddings/embed-with-bm25.html",
+    "embeddings/embed-with-openai.html",
+    "faq/performance_faq.html",
+    "about/limitations.html",
+]
+MAX_TOKENS = 24
+
+
+@pytest.fixture(scope="session")
+def rag_app(ray_cluster, milvus_uri, smollm2_dir, tmp_path_factory):
+    """The whole app, started once per session (about a minute and several GiB)."""
+    from ray import serve
+
+    from serve_app.app import build_rag_app
+
+    corpus = copy_pages(tmp_path_factory.mktemp("serve") / "corpus", SERVE_PAGES)
+    cfg = RagConfig.load(REPO / "configs" / "local.yaml", {
+        "corpus": {"path": str(corpus)},
+        "milvus": {"uri": milvus_uri, "collection": "serve_docs"},
+        "serve": {"port": free_port()},
+        "llm": {"max_tokens": MAX_TOKENS, "models_dir": str(REPO / ".rag" / "models")},
+    })  # fmt: skip
+    run_ingest(cfg)
+    serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})
+    serve.run(build_rag_app(cfg), name="rag", route_prefix="/")
+    yield cfg, f"http://127.0.0.1:{cfg.serve.port}/v1"
+    serve.delete("rag")
+
+
+@pytest.fixture(scope="module")
+def client(rag_app) -> OpenAI:
+    return OpenAI(base_url=rag_app[1], api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def collection_urls(rag_app) -> set[str]:
+    cfg = rag_app[0]
+    return {r["url"] for r in MilvusChunkStore(cfg.milvus, cfg.embedder.dim).iter_rows(["url"])}
+
+
+def ask(client: OpenAI, question: str, **kwargs):
+    return client.chat.completions.create(
+        model="rag", messages=[{"role": "user", "content": question}], max_tokens=MAX_TOKENS, **kwargs
+    )
+
+
+def test_chat_answers_with_sources_from_the_collection(client, collection_urls):
+    response = ask(client, "How do I enable RBAC and create a user with a role?")
+    assert response.choices[0].message.content.strip()
+    assert response.usage.completion_tokens <= MAX_TOKENS
+    sources = response.model_extra["sources"]
+    assert len(sources) == 5 and [s["index"] for s in sources] == [1, 2, 3, 4, 5]
+    assert {s["url"] for s in sources} <= collection_urls
+    assert sources[0]["url"] == "https://milvus.io/docs/rbac.md"
+    assert all(s["title"] and isinstance(s["score"], float) for s in sources)
+
+
+def test_chat_streams_tokens_and_sources_in_the_first_event(client, collection_urls):
+    chunks = list(ask(client, "What is the chunk cache and how do I configure it?", stream=True))
+    sources = chunks[0].model_extra["sources"]
+    assert sources and {s["url"] for s in sources} <= collection_urls
+    assert "https://milvus.io/docs/chunk_cache.md" in {s["url"] for s in sources}
+    assert all("sources" not in (c.model_extra or {}) for c in chunks[1:])
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() and len(chunks) > 3
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def test_langchain_chat_openai(rag_app):
+    from langchain_openai import ChatOpenAI
+
+    llm = ChatOpenAI(base_url=rag_app[1], api_key="unused", model="rag", max_tokens=MAX_TOKENS, max_retries=0)
+    assert llm.invoke("What limits does Milvus put on collection names?").content.strip()
+    assert "".join(str(c.content) for c in llm.stream("How does BM25 embedding work in Milvus?")).strip()
+
+
+def retrieve(rag_app, **body) -> httpx.Response:
+    return httpx.post(f"{rag_app[1]}/retrieve", json=body, timeout=60)
+
+
+@pytest.mark.parametrize("search", ["dense", "bm25", "hybrid"])
+def test_each_search_mode_returns_results(rag_app, search):
+    response = retrieve(rag_app, query="chunk cache warmup settings", search=search, top_k=3)
+    assert response.status_code == 200, response.text
+    data = response.json()["data"]
+    assert len(data) == 3 and data[0]["text"]
+    assert "adminGuide/chunk_cache.html" in {d["source"] for d in data}
+
+
+def test_filters_restrict_results(rag_app, client):
+    for search in ("dense", "bm25", "hybrid"):
+        response = retrieve(rag_app, query="milvus", search=search, top_k=10,
+                            filter={"source_prefix": "embeddings/"})  # fmt: skip
+        sources = {d["source"] for d in response.json()["data"]}
+        assert sources and all(s.startswith("embeddings/") for s in sources), (search, sources)
+    assert retrieve(rag_app, query="milvus", filter={"doc_type": ["markdown"]}).json()["data"] == []
+    by_url = retrieve(rag_app, query="milvus", top_k=10, filter={"url_prefix": "https://milvus.io/docs/rbac"})
+    assert {d["url"] for d in by_url.json()["data"]} == {"https://milvus.io/docs/rbac.md"}
+    # The same extras ride in an OpenAI body.
+    response = ask(client, "What is BM25?", extra_body={"search": "bm25", "top_k": 2,
+                                                          "filter": {"source_prefix": "embeddings/"}})  # fmt: skip
+    assert [s["source"].startswith("embeddings/") for s in response.model_extra["sources"]] == [True, True]
+
+
+def test_embedder_batches_concurrent_requests(rag_app, client):
+    from ray import serve
+
+    handle = serve.get_deployment_handle("QueryEmbedder", app_name="rag")
+    seen = len(handle.batch_sizes.remote().result())
+    texts = [f"question number {i} about vector search" for i in range(16)]
+    with ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda t: client.embeddings.create(model="rag", input=t), texts))
+    sizes = handle.batch_sizes.remote().result()[seen:]
+    assert sum(sizes) == 16 and max(sizes) > 1, sizes
+    vectors = np.array([r.data[0].embedding for r in results])
+    assert vectors.shape == (16, 384)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+
+
+def test_models_and_health(rag_app, client):
+    assert [m.id for m in client.models.list().data] == ["rag"]
+    assert httpx.get(rag_app[1].removesuffix("/v1") + "/healthz").json()["status"] == "ok"
+
+
+BAD_REQUESTS = [
+    ({"model": "rag", "messages": []}, 400, "messages"),
+    ({"model": "rag"}, 400, "messages"),
+    ({"model": "rag", "messages": [{"role": "user", "content": "  "}]}, 400, "empty"),
+    ({"model": "rag", "messages": [{"role": "wizard", "content": "hi"}]}, 400, "role"),
+    ({"model": "rag", "messages": [{"role": "assistant", "content": "hi"}]}, 400, "last message"),
+    ({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}, 404, "does not exist"),
+    ({"model": "rag", "messages": [{"role": "user", "content": "word " * 5000}]}, 400, "context"),
+    ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}, 400, "max_tokens"),
+    ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "top_k": 0}, 400, "top_k"),
+    ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "search": "fuzzy"}, 400, "search"),
+    ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "filter": {"sql": "1"}}, 400, "filter"),
+    ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400, "temperature"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "mentions"), BAD_REQUESTS)
+def test_bad_requests_get_openai_errors(rag_app, body, status, mentions):
+    response = httpx.post(f"{rag_app[1]}/chat/completions", json=body, timeout=60)
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert mentions in error["message"]
+
+
+def test_invalid_json_and_client_errors(rag_app, client):
+    response = httpx.post(f"{rag_app[1]}/chat/completions", content=b"{not json", timeout=30,
+                          headers={"content-type": "application/json"})  # fmt: skip
+    assert response.status_code == 400 and "invalid JSON" in response.json()["error"]["message"]
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError) as err:
+        client.chat.completions.create(model="rag", messages=[{"role": "user", "content": "word " * 5000}])
+    assert err.value.body["code"] == "context_length_exceeded"

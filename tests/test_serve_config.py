@@ -1,0 +1,38 @@
+"""Parity: the Serve YAML we ship is the one generated from the config model, and it builds a valid config."""
+
+from pathlib import Path
+
+import yaml
+
+from rag.config import RagConfig
+from serve_app.serve_config import IMPORT_PATH, AppArgs, serve_config_yaml
+from serve_app.llm import llm_config_kwargs
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_serve_local_yaml_is_generated_from_the_config():
+    cfg = RagConfig.load(REPO / "configs" / "local.yaml")
+    assert (REPO / "configs" / "serve_local.yaml").read_text() == serve_config_yaml(cfg, "configs/local.yaml")
+
+
+def test_serve_yaml_args_validate_against_the_config_model():
+    doc = yaml.safe_load((REPO / "configs" / "serve_local.yaml").read_text())
+    app = doc["applications"][0]
+    assert app["import_path"] == IMPORT_PATH
+    args = AppArgs.model_validate(app["args"])
+    cfg = RagConfig.load(REPO / args.config_file, args.overrides)
+    assert doc["http_options"] == {"host": cfg.serve.host, "port": cfg.serve.port}
+
+
+def test_llm_config_on_cpu_and_gpu():
+    local = llm_config_kwargs(RagConfig.load(REPO / "configs" / "local.yaml").llm, "/m")
+    assert local["accelerator_config"] == {"kind": "cpu"}
+    assert local["engine_kwargs"]["enforce_eager"] and local["engine_kwargs"]["kv_cache_memory_bytes"] > 0
+    assert local["experimental_configs"]["stream_batching_interval_ms"] == 0
+    gpu = llm_config_kwargs(RagConfig.load(REPO / "configs" / "gpu.yaml").llm, "meta-llama/Llama-3.1-8B-Instruct")
+    assert "accelerator_config" not in gpu and gpu["engine_kwargs"]["gpu_memory_utilization"] == 0.9
+    assert gpu["deployment_config"]["autoscaling_config"] == {
+        "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16,
+    }  # fmt: skip
+    assert gpu["model_loading_config"]["model_id"] == "rag"
