@@ -170,7 +170,7 @@ def test_ray_job_submit(ray_cluster, milvus_uri, collection, corpus):
 
     client = JobSubmissionClient(f"http://{ray_cluster.dashboard_url}")
     job_id = client.submit_job(
-        entrypoint=f"python -m ingest_jobs.ingest --corpus {corpus} --milvus-uri {milvus_uri} "
+        entrypoint=f"{sys.executable} -m ingest_jobs.ingest --corpus {corpus} --milvus-uri {milvus_uri} "
         f"--collection {collection} --config configs/local.yaml",
         runtime_env={"working_dir": str(REPO), "excludes": [".venv", ".git", ".rag", "*.db"]},
     )

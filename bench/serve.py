@@ -1,0 +1,206 @@
+"""Serving latency and throughput: the RAG app against its own engine, in one run.
+
+    python bench/serve.py [--corpus ../shared/corpus/milvus-docs] [--concurrency 1 8 32] [--max-tokens 64]
+
+For each N it sends N concurrent streaming chat requests to the app over HTTP (the official openai client),
+then the very same prompts (the messages the ingress builds: passages + question) straight to the engine's
+LLMServer deployment through a Serve handle, with no retrieval. It prints TTFT p50/p95, output tokens/s,
+requests/s and failures for both, and the ratios. Targets on 2 cores: RAG TTFT p50 <= engine + 100 ms at
+N = 1 and 8, no failures at N = 32, RAG throughput >= 0.9x the engine's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import ray
+from openai import AsyncOpenAI
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from bench.ingest import free_port  # noqa: E402
+from ingest_jobs.ingest import run_ingest  # noqa: E402
+from rag.config import RagConfig  # noqa: E402
+from rag.milvus_server import start_local, stop_local  # noqa: E402
+
+QUESTIONS = [
+    "How do I enable RBAC and create a user?", "What is the chunk cache?", "How do I configure object storage?",
+    "What does the HNSW parameter M mean?", "How do I upgrade a Milvus cluster with Helm?",
+    "What are the limits on collection names?", "How does BM25 full-text search work?",
+    "How do I back up a collection?", "What consistency levels does Milvus offer?",
+    "How do I monitor Milvus with Prometheus?", "What is a partition key?", "How do I load a collection?",
+    "What index types does Milvus support?", "How do I deploy Milvus on Kubernetes?",
+    "What is a sparse vector?", "How do I use a scalar filter in search?", "What is the maximum vector dimension?",
+    "How do I configure message storage with Kafka?", "What is Milvus Lite?", "How do I do a hybrid search?",
+    "What is range search?", "How do I insert data into a collection?", "What is a dynamic field?",
+    "How do I configure resource groups?", "What does compaction do?", "How do I use the GPU index?",
+    "How do I authenticate users?", "What are the Milvus components?", "How do I drop a collection?",
+    "What is grouping search?", "How do I enable TLS?", "What metric types are supported?",
+]  # fmt: skip
+
+
+@dataclass
+class Result:
+    ttft_s: list[float] = field(default_factory=list)
+    tokens: int = 0
+    failures: int = 0
+    wall_s: float = 0.0
+
+    def row(self, label: str, n: int) -> str:
+        p50 = statistics.median(self.ttft_s) * 1000 if self.ttft_s else float("nan")
+        p95 = statistics.quantiles(self.ttft_s, n=20)[-1] * 1000 if len(self.ttft_s) > 1 else p50
+        return (f"{label:6s} N={n:<3d} TTFT p50 {p50:7.0f} ms  p95 {p95:7.0f} ms  {self.tokens / self.wall_s:7.1f} "
+                f"tok/s  {n / self.wall_s:6.2f} req/s  failures {self.failures}")  # fmt: skip
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.ttft_s)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.wall_s
+
+
+async def rag_request(client: AsyncOpenAI, question: str, max_tokens: int, result: Result) -> None:
+    started = time.perf_counter()
+    first = None
+    try:
+        stream = await client.chat.completions.create(
+            model="rag", messages=[{"role": "user", "content": question}], max_tokens=max_tokens, temperature=0,
+            stream=True,
+        )  # fmt: skip
+        async for chunk in stream:
+            if chunk.choices and chunk.choices[0].delta.content:
+                first = first or time.perf_counter()
+                result.tokens += 1
+    except Exception as e:
+        print(f"  rag failure: {type(e).__name__}: {e}", file=sys.stderr)
+        result.failures += 1
+        return
+    if first is None:
+        result.failures += 1
+    else:
+        result.ttft_s.append(first - started)
+
+
+async def engine_request(handle, request, result: Result) -> None:
+    started = time.perf_counter()
+    first = None
+    try:
+        async for items in handle.chat.remote(request):
+            for item in items:
+                if not isinstance(item, str):
+                    raise RuntimeError(f"engine error: {item}")
+                if not item.startswith("data: {"):
+                    continue
+                delta = json.loads(item[6:])["choices"]
+                if delta and delta[0]["delta"].get("content"):
+                    first = first or time.perf_counter()
+                    result.tokens += 1
+    except Exception as e:
+        print(f"  engine failure: {type(e).__name__}: {e}", file=sys.stderr)
+        result.failures += 1
+        return
+    if first is None:
+        result.failures += 1
+    else:
+        result.ttft_s.append(first - started)
+
+
+async def run_batch(make, n: int) -> Result:
+    result = Result()
+    started = time.perf_counter()
+    await asyncio.gather(*(make(i, result) for i in range(n)))
+    result.wall_s = time.perf_counter() - started
+    return result
+
+
+def engine_messages(cfg: RagConfig, base_url: str, tokenizer, question: str, max_tokens: int) -> list[dict]:
+    """The exact messages the ingress sends the engine: the same retrieval, the same prompt builder."""
+    from serve_app.prompt import PromptBuilder
+    from serve_app.protocol import Source
+
+    data = httpx.post(f"{base_url}/retrieve", json={"query": question}, timeout=60).json()["data"]
+    builder = PromptBuilder(tokenizer, max_model_len=cfg.llm.max_model_len)
+    messages, _ = builder.build([{"role": "user", "content": question}], [Source(**d) for d in data],
+                                max_tokens=max_tokens)  # fmt: skip
+    return messages
+
+
+async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], max_tokens: int, model_source: str):
+    from ray import serve
+    from transformers import AutoTokenizer
+
+    from serve_app.protocol import ChatCompletionRequest
+
+    tokenizer = AutoTokenizer.from_pretrained(model_source)
+    llm_name = next(name for name in serve.status().applications["rag"].deployments if name.startswith("LLMServer"))
+    handle = serve.get_deployment_handle(llm_name, app_name="rag").options(stream=True)
+    client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=300)
+    prompts = [engine_messages(cfg, base_url, tokenizer, q, max_tokens) for q in QUESTIONS]
+
+    def engine_req(i: int):
+        return ChatCompletionRequest.model_validate({"model": cfg.llm.model_id, "messages": prompts[i % len(prompts)],
+                                                     "max_tokens": max_tokens, "temperature": 0, "stream": True})
+
+    await run_batch(lambda i, r: rag_request(client, QUESTIONS[i], max_tokens, r), 2)  # warm-up both paths
+    await run_batch(lambda i, r: engine_request(handle, engine_req(i), r), 2)
+    for n in concurrency:
+        rag = await run_batch(lambda i, r: rag_request(client, QUESTIONS[i % len(QUESTIONS)], max_tokens, r), n)
+        engine = await run_batch(lambda i, r: engine_request(handle, engine_req(i), r), n)
+        print(rag.row("rag", n))
+        print(engine.row("engine", n))
+        if rag.ttft_s and engine.ttft_s:
+            print(f"       N={n:<3d} TTFT p50 rag - engine = {(rag.p50 - engine.p50) * 1000:+.0f} ms (target <= +100)"
+                  f"   throughput rag/engine = {rag.tokens_per_s / engine.tokens_per_s:.2f} (target >= 0.90)",
+                  flush=True)  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "corpus" / "milvus-docs"))
+    parser.add_argument("--config", default=str(REPO / "configs" / "local.yaml"))
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--max-tokens", type=int, default=64)
+    args = parser.parse_args()
+
+    from ray import serve
+
+    from serve_app.app import build_rag_app
+    from serve_app.llm import prepare_model_source
+
+    cfg = RagConfig.load(args.config, {
+        "corpus": {"path": args.corpus},
+        "milvus": {"uri": f"http://127.0.0.1:{free_port()}", "local_data_dir": tempfile.mkdtemp(prefix="bench-milvus-"),
+                   "collection": "bench_serve"},
+        "serve": {"port": free_port()},
+    })  # fmt: skip
+    start_local(cfg.milvus)
+    try:
+        ray.init(log_to_driver=False)
+        summary = run_ingest(cfg)
+        print(f"ingested {summary.documents} documents, {summary.collection_rows} chunks", flush=True)
+        started = time.perf_counter()
+        serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})
+        serve.run(build_rag_app(cfg), name="rag", route_prefix="/")
+        print(f"app ready in {time.perf_counter() - started:.0f} s; stream_batching_interval_ms="
+              f"{cfg.llm.stream_batching_interval_ms}, max_tokens={args.max_tokens}", flush=True)
+        base_url = f"http://127.0.0.1:{cfg.serve.port}/v1"
+        asyncio.run(main_async(cfg, base_url, args.concurrency, args.max_tokens, prepare_model_source(cfg.llm)))
+        serve.shutdown()
+    finally:
+        stop_local(cfg.milvus)
+
+
+if __name__ == "__main__":
+    main()
