@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from bench.ingest import free_port  # noqa: E402
 from ingest_jobs.ingest import run_ingest  # noqa: E402
-from rag.config import RagConfig  # noqa: E402
+from rag.config import RagConfig, parse_overrides  # noqa: E402
 from rag.milvus_server import start_local, stop_local  # noqa: E402
 
 QUESTIONS = [
@@ -144,8 +144,9 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], max_
     from serve_app.protocol import ChatCompletionRequest
 
     tokenizer = AutoTokenizer.from_pretrained(model_source)
-    llm_name = next(name for name in serve.status().applications["rag"].deployments if name.startswith("LLMServer"))
-    handle = serve.get_deployment_handle(llm_name, app_name="rag").options(stream=True)
+    llm_name = next(name for name in serve.status().applications["rag"].deployments if name.startswith("LLMServer:"))
+    llm = serve.get_deployment_handle(llm_name, app_name="rag")
+    handle = llm.options(stream=True)
     client = AsyncOpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=300)
     prompts = [engine_messages(cfg, base_url, tokenizer, q, max_tokens) for q in QUESTIONS]
 
@@ -156,7 +157,10 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], max_
     await run_batch(lambda i, r: rag_request(client, QUESTIONS[i], max_tokens, r), 2)  # warm-up both paths
     await run_batch(lambda i, r: engine_request(handle, engine_req(i), r), 2)
     for n in concurrency:
+        # Both paths send the same prompts: empty vLLM's prefix cache before each, or the second gets free prefill.
+        await llm.reset_prefix_cache.remote()
         rag = await run_batch(lambda i, r: rag_request(client, QUESTIONS[i % len(QUESTIONS)], max_tokens, r), n)
+        await llm.reset_prefix_cache.remote()
         engine = await run_batch(lambda i, r: engine_request(handle, engine_req(i), r), n)
         print(rag.row("rag", n))
         print(engine.row("engine", n))
@@ -172,6 +176,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "configs" / "local.yaml"))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     args = parser.parse_args()
 
     from ray import serve
@@ -179,7 +184,9 @@ def main() -> None:
     from serve_app.app import build_rag_app
     from serve_app.llm import prepare_model_source
 
+    overrides = parse_overrides(args.set)
     cfg = RagConfig.load(args.config, {
+        **overrides,
         "corpus": {"path": args.corpus},
         "milvus": {"uri": f"http://127.0.0.1:{free_port()}", "local_data_dir": tempfile.mkdtemp(prefix="bench-milvus-"),
                    "collection": "bench_serve"},

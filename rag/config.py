@@ -119,7 +119,12 @@ class LLMConfig(_Section):
     min_replicas: int = Field(1, ge=0, description="Engine autoscaling lower bound.")
     max_replicas: int = Field(1, ge=1, description="Engine autoscaling upper bound.")
     target_ongoing_requests: int = Field(16, gt=0, description="Engine autoscaling target per replica.")
-    stream_batching_interval_ms: int = Field(0, ge=0, description="Token stream batching; 0 sends each token at once.")
+    stream_batching_interval_ms: int = Field(
+        50, ge=0, description="Token stream batching; 0 sends each token at once (see README for the trade-off)."
+    )
+    cpu_nice: int = Field(
+        10, ge=0, le=19, description="CPU engine only: run it at this nice level so retrieval and streaming keep a core."
+    )
 
 
 class ServeConfig(_Section):
@@ -127,6 +132,7 @@ class ServeConfig(_Section):
     port: int = Field(8000, gt=0, lt=65536, description="HTTP port of the Serve proxy.")
     top_k: int = Field(5, gt=0, le=100, description="Passages retrieved per question by default.")
     search: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="Default retrieval mode.")
+    max_ongoing_requests: int = Field(256, gt=0, description="Requests one ingress replica takes at once.")
     embed_max_batch_size: int = Field(16, gt=0, description="Serve dynamic batching: most queries per batch.")
     embed_batch_wait_timeout_s: float = Field(0.01, ge=0, description="Serve dynamic batching: wait to fill a batch.")
 

@@ -49,7 +49,8 @@ def run_demo(argv: list[str]) -> int:
     sources = []
     extra = {"search": args.search} if args.search else None
     stream = client.chat.completions.create(
-        model=cfg.llm.model_id, messages=[{"role": "user", "content": args.question}], stream=True, extra_body=extra
+        model=cfg.llm.model_id, messages=[{"role": "user", "content": args.question}], stream=True, temperature=0,
+        extra_body=extra,
     )
     for chunk in stream:
         sources = (chunk.model_extra or {}).get("sources") or sources

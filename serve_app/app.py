@@ -13,7 +13,7 @@ from ray.serve import Application
 from rag.config import RagConfig
 from rag.milvus_server import ensure_milvus
 from rag.store import MilvusChunkStore
-from serve_app.deployments import QueryEmbedder, RagIngress, Retriever
+from serve_app.deployments import NicedLLMServer, QueryEmbedder, RagIngress, Retriever
 from serve_app.llm import llm_config_kwargs, prepare_model_source
 from serve_app.serve_config import APP_NAME, AppArgs
 
@@ -28,15 +28,20 @@ def build_rag_app(cfg: RagConfig) -> Application:
         raise ValueError(f"collection {cfg.milvus.collection!r} does not exist at {cfg.milvus.uri}: run `rag ingest` "
                          "first")  # fmt: skip
     model_source = prepare_model_source(cfg.llm)
-    llm = build_llm_deployment(LLMConfig(**llm_config_kwargs(cfg.llm, model_source)))
+    llm = build_llm_deployment(
+        LLMConfig(**llm_config_kwargs(cfg.llm, model_source)), name_prefix="LLMServer:",
+        deployment_cls=NicedLLMServer, bind_kwargs={"nice": cfg.llm.cpu_nice if cfg.llm.accelerator == "cpu" else 0},
+    )  # fmt: skip
     embedder = serve.deployment(
-        QueryEmbedder, name="QueryEmbedder",
+        QueryEmbedder, name="QueryEmbedder", max_ongoing_requests=max(64, 4 * cfg.serve.embed_max_batch_size),
         ray_actor_options={"num_cpus": 0.2, "num_gpus": min(cfg.embedder.num_gpus, 1)},
     ).bind(cfg.embedder.model_dump(), cfg.serve.embed_max_batch_size, cfg.serve.embed_batch_wait_timeout_s)  # fmt: skip
-    retriever = serve.deployment(Retriever, name="Retriever", ray_actor_options={"num_cpus": 0.1}).bind(
+    retriever = serve.deployment(Retriever, name="Retriever", max_ongoing_requests=64,
+                                 ray_actor_options={"num_cpus": 0.1}).bind(  # fmt: skip
         cfg.milvus.model_dump(), cfg.embedder.dim
     )
-    return serve.deployment(RagIngress, name="RagIngress", ray_actor_options={"num_cpus": 0.1}).bind(
+    return serve.deployment(RagIngress, name="RagIngress", max_ongoing_requests=cfg.serve.max_ongoing_requests,
+                            ray_actor_options={"num_cpus": 0.1}).bind(  # fmt: skip
         cfg.model_dump(mode="json"), model_source, embedder, retriever, llm
     )
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
+from ray.serve.llm import LLMServer
 
 from rag.config import EmbedderConfig, MilvusConfig, RagConfig
 from rag.embedder import SentenceTransformersEmbedder
@@ -68,3 +70,14 @@ class RagIngress:
 
     async def __serve_build_asgi_app__(self):
         return build_fastapi(self.service)
+
+
+class NicedLLMServer(LLMServer):
+    """LLMServer whose engine runs at a lower CPU priority. vLLM's CPU engine keeps its scheduler process
+    spinning on the core it reserves and its workers on the rest; on a small host that starves the proxy,
+    ingress, embedder and Milvus, and requests queue in front of an engine that is not even busy."""
+
+    async def __init__(self, llm_config, *, nice: int = 0, **kwargs):
+        if nice:
+            os.nice(nice)  # inherited by the engine processes vLLM starts next
+        await super().__init__(llm_config, **kwargs)
