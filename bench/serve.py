@@ -71,46 +71,40 @@ class Result:
         return self.tokens / self.wall_s
 
 
-async def rag_request(client: AsyncOpenAI, question: str, max_tokens: int, result: Result) -> None:
-    started = time.perf_counter()
-    first = None
-    try:
-        stream = await client.chat.completions.create(
-            model="rag", messages=[{"role": "user", "content": question}], max_tokens=max_tokens, temperature=0,
-            stream=True,
-        )  # fmt: skip
-        async for chunk in stream:
-            if chunk.choices and chunk.choices[0].delta.content:
-                first = first or time.perf_counter()
-                result.tokens += 1
-    except Exception as e:
-        print(f"  rag failure: {type(e).__name__}: {e}", file=sys.stderr)
-        result.failures += 1
-        return
-    if first is None:
-        result.failures += 1
-    else:
-        result.ttft_s.append(first - started)
+async def rag_tokens(client: AsyncOpenAI, question: str, max_tokens: int):
+    """Yields once per content token of a streamed chat through the app's HTTP endpoint."""
+    stream = await client.chat.completions.create(
+        model="rag", messages=[{"role": "user", "content": question}], max_tokens=max_tokens, temperature=0,
+        stream=True,
+    )  # fmt: skip
+    async for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            yield
 
 
-async def engine_request(handle, request, result: Result) -> None:
-    started = time.perf_counter()
-    first = None
-    try:
-        async for items in handle.chat.remote(request):
-            for item in items:
-                if not isinstance(item, str):
-                    raise RuntimeError(f"engine error: {item}")
-                if not item.startswith("data: {"):
-                    continue
+async def engine_tokens(handle, request):
+    """Yields once per content token of the same chat sent straight to the LLMServer deployment."""
+    async for items in handle.chat.remote(request):
+        for item in items:
+            if not isinstance(item, str):
+                raise RuntimeError(f"engine error: {item}")
+            if item.startswith("data: {"):
                 delta = json.loads(item[6:])["choices"]
                 if delta and delta[0]["delta"].get("content"):
-                    first = first or time.perf_counter()
-                    result.tokens += 1
+                    yield
+
+
+async def measure(tokens, result: Result) -> None:
+    """Times one streamed request into ``result``: TTFT to the first content token, tokens, failures."""
+    started = time.perf_counter()
+    first = None
+    try:
+        async for _ in tokens:
+            first = first or time.perf_counter()
+            result.tokens += 1
     except Exception as e:
-        print(f"  engine failure: {type(e).__name__}: {e}", file=sys.stderr)
-        result.failures += 1
-        return
+        print(f"  failure: {type(e).__name__}: {e}", file=sys.stderr)
+        first = None
     if first is None:
         result.failures += 1
     else:
@@ -154,14 +148,14 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], max_
         return ChatCompletionRequest.model_validate({"model": cfg.llm.model_id, "messages": prompts[i % len(prompts)],
                                                      "max_tokens": max_tokens, "temperature": 0, "stream": True})
 
-    await run_batch(lambda i, r: rag_request(client, QUESTIONS[i], max_tokens, r), 2)  # warm-up both paths
-    await run_batch(lambda i, r: engine_request(handle, engine_req(i), r), 2)
+    await run_batch(lambda i, r: measure(rag_tokens(client, QUESTIONS[i], max_tokens), r), 2)  # warm-up both paths
+    await run_batch(lambda i, r: measure(engine_tokens(handle, engine_req(i)), r), 2)
     for n in concurrency:
         # Both paths send the same prompts: empty vLLM's prefix cache before each, or the second gets free prefill.
         await llm.reset_prefix_cache.remote()
-        rag = await run_batch(lambda i, r: rag_request(client, QUESTIONS[i % len(QUESTIONS)], max_tokens, r), n)
+        rag = await run_batch(lambda i, r: measure(rag_tokens(client, QUESTIONS[i % len(QUESTIONS)], max_tokens), r), n)
         await llm.reset_prefix_cache.remote()
-        engine = await run_batch(lambda i, r: engine_request(handle, engine_req(i), r), n)
+        engine = await run_batch(lambda i, r: measure(engine_tokens(handle, engine_req(i)), r), n)
         print(rag.row("rag", n))
         print(engine.row("engine", n))
         if rag.ttft_s and engine.ttft_s:

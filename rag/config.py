@@ -134,7 +134,9 @@ class ServeConfig(_Section):
     search: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="Default retrieval mode.")
     max_ongoing_requests: int = Field(256, gt=0, description="Requests one ingress replica takes at once.")
     embed_max_batch_size: int = Field(16, gt=0, description="Serve dynamic batching: most queries per batch.")
-    embed_batch_wait_timeout_s: float = Field(0.01, ge=0, description="Serve dynamic batching: wait to fill a batch.")
+    embed_batch_wait_timeout_s: float = Field(
+        0.002, ge=0, description="Serve dynamic batching: wait to fill a batch (queries that arrive meanwhile join the next)."
+    )
 
 
 class RagConfig(BaseSettings):
