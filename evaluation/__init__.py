@@ -1,0 +1,1 @@
+"""Retrieval and answer evaluation: labelled questions, IR metrics, and the data sets that feed them."""
