@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         from ingest_jobs.ingest import main as ingest_main
 
         return ingest_main(argv[1:], prog="rag ingest")
+    if argv[:1] == ["eval"]:
+        from evaluation.cli import main as eval_main
+
+        return eval_main(argv[1:])
     if argv[:1] == ["demo"]:
         from rag.demo import run_demo
 
@@ -63,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     milvus = sub.add_parser("milvus", help="manage the local milvus-lite server")
     milvus.add_argument("action", choices=["start", "stop", "status"])
     sub.add_parser("demo", help="ingest, serve, ask one question (rag demo --help)")
+    sub.add_parser("eval", help="retrieval metrics of a collection on a question set (rag eval --help)")
     config = sub.add_parser("config", help="print the resolved config as YAML")
     serve_config = sub.add_parser("serve-config", help="print the Serve YAML (serve run / serve deploy) for a config")
     for p in (milvus, config, serve_config):

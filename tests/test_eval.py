@@ -1,0 +1,39 @@
+"""Each evaluation mode really runs against Milvus: the FAQ questions over a collection the ingest job wrote."""
+
+import json
+
+import pytest
+
+from evaluation.faq import extract_faq
+from evaluation.retrieval import evaluate_retrieval, format_table
+from ingest_jobs.ingest import run_ingest
+from rag.cli import main as rag_main
+from rag.config import RagConfig
+from tests.conftest import MILVUS_DOCS, copy_pages
+
+pytestmark = pytest.mark.integration
+
+PAGES = ["faq/performance_faq.html", "faq/operational_faq.html", "adminGuide/rbac.html", "about/limitations.html"]
+
+
+def test_retrieval_eval_on_faq_questions(ray_cluster, milvus_uri, collection, tmp_path, capsys):
+    corpus = copy_pages(tmp_path / "corpus", PAGES)
+    cfg = RagConfig.load(overrides={"corpus": {"path": str(corpus)},
+                                    "milvus": {"uri": milvus_uri, "collection": collection}})  # fmt: skip
+    run_ingest(cfg)
+    questions = [q for q in extract_faq(MILVUS_DOCS) if "performance_faq" in q["source_url"]
+                 or "operational_faq" in q["source_url"]]  # fmt: skip
+    results = evaluate_retrieval(cfg, questions)
+    assert set(results) == {"dense", "bm25", "hybrid"}
+    for mode, row in results.items():
+        assert 0.5 < row["recall@5"] <= row["recall@10"] <= 1.0, (mode, row)
+        assert 0 < row["mrr@10"] <= 1 and 0 < row["ndcg@10"] <= 1
+    assert "hybrid" in format_table(results)
+
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(json.dumps(q) for q in questions[:5]))
+    assert rag_main(["eval", "--questions", str(path), "--collection", collection, "--modes", "bm25",
+                     "--set", f"milvus.uri={milvus_uri}"]) == 0  # fmt: skip
+    assert "bm25" in capsys.readouterr().out
+    path.write_text('{"question": "no label"}\n')
+    assert rag_main(["eval", "--questions", str(path), "--set", f"milvus.uri={milvus_uri}"]) == 2
