@@ -30,8 +30,10 @@ def load_questions(path: str | Path) -> list[dict[str, str]]:
 def evaluate_retrieval(
     cfg: RagConfig, questions: list[dict[str, str]], modes: tuple[str, ...] = SEARCH_MODES
 ) -> dict[str, dict[str, float]]:
-    embedder = SentenceTransformersEmbedder(cfg.embedder)
     retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim)
+    if not retriever.client.has_collection(cfg.milvus.collection):
+        raise ValueError(f"collection {cfg.milvus.collection!r} does not exist at {cfg.milvus.uri}: run `rag ingest`")
+    embedder = SentenceTransformersEmbedder(cfg.embedder)
     vectors = embedder.embed_queries([q["question"] for q in questions])
     qrels = {str(i): {q["source_url"]} for i, q in enumerate(questions)}
     results = {}

@@ -35,5 +35,8 @@ def test_retrieval_eval_on_faq_questions(ray_cluster, milvus_uri, collection, tm
     assert rag_main(["eval", "--questions", str(path), "--collection", collection, "--modes", "bm25",
                      "--set", f"milvus.uri={milvus_uri}"]) == 0  # fmt: skip
     assert "bm25" in capsys.readouterr().out
+    assert rag_main(["eval", "--questions", str(path), "--collection", "missing", "--set",
+                     f"milvus.uri={milvus_uri}"]) == 2  # fmt: skip
+    assert "does not exist" in capsys.readouterr().err
     path.write_text('{"question": "no label"}\n')
     assert rag_main(["eval", "--questions", str(path), "--set", f"milvus.uri={milvus_uri}"]) == 2
