@@ -30,7 +30,7 @@ def load_questions(path: str | Path) -> list[dict[str, str]]:
 def evaluate_retrieval(
     cfg: RagConfig, questions: list[dict[str, str]], modes: tuple[str, ...] = SEARCH_MODES
 ) -> dict[str, dict[str, float]]:
-    retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim)
+    retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim, cfg.retrieval)
     if not retriever.client.has_collection(cfg.milvus.collection):
         raise ValueError(f"collection {cfg.milvus.collection!r} does not exist at {cfg.milvus.uri}: run `rag ingest`")
     embedder = SentenceTransformersEmbedder(cfg.embedder)

@@ -139,6 +139,17 @@ class ServeConfig(_Section):
     )
 
 
+class RetrievalConfig(_Section):
+    fusion: Literal["minmax", "rrf"] = Field(
+        "minmax",
+        description="Hybrid fusion: 'minmax' scales each list's scores to [0, 1] and adds them with dense_weight "
+        "(client-side, so BM25 runs while the query embeds); 'rrf' is Milvus hybrid_search with RRFRanker(rrf_k).",
+    )
+    dense_weight: float = Field(0.5, ge=0, le=1, description="minmax fusion: weight of the dense list (BM25 gets the rest).")
+    rrf_k: int = Field(60, gt=0, description="rrf fusion: the k in 1 / (k + rank).")
+    candidates: int = Field(50, gt=0, le=1000, description="Passages each list contributes before fusion (at least top_k).")
+
+
 class RagConfig(BaseSettings):
     """Root config. ``RagConfig.load("configs/local.yaml", overrides)`` is the one way to build it."""
 
@@ -149,6 +160,7 @@ class RagConfig(BaseSettings):
     chunking: ChunkConfig = Field(default_factory=ChunkConfig, description="Text splitting.")
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig, description="Embedding model, ingest and query.")
     milvus: MilvusConfig = Field(default_factory=MilvusConfig, description="Vector store.")
+    retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Hybrid search fusion.")
     llm: LLMConfig = Field(default_factory=LLMConfig, description="Generation engine.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="HTTP app.")
 

@@ -38,7 +38,7 @@ def build_rag_app(cfg: RagConfig) -> Application:
     ).bind(cfg.embedder.model_dump(), cfg.serve.embed_max_batch_size, cfg.serve.embed_batch_wait_timeout_s)  # fmt: skip
     retriever = serve.deployment(Retriever, name="Retriever", max_ongoing_requests=64,
                                  ray_actor_options={"num_cpus": 0.1}).bind(  # fmt: skip
-        cfg.milvus.model_dump(), cfg.embedder.dim
+        cfg.milvus.model_dump(), cfg.embedder.dim, cfg.retrieval.model_dump()
     )
     return serve.deployment(RagIngress, name="RagIngress", max_ongoing_requests=cfg.serve.max_ongoing_requests,
                             ray_actor_options={"num_cpus": 0.1}).bind(  # fmt: skip

@@ -11,7 +11,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm import LLMServer
 
-from rag.config import EmbedderConfig, MilvusConfig, RagConfig
+from rag.config import EmbedderConfig, MilvusConfig, RagConfig, RetrievalConfig
 from rag.embedder import SentenceTransformersEmbedder
 from serve_app.ingress import RagService, build_fastapi
 from serve_app.prompt import PromptBuilder
@@ -42,10 +42,10 @@ class QueryEmbedder:
 
 
 class Retriever:
-    def __init__(self, cfg: dict[str, Any], dim: int):
-        self.retriever = MilvusRetriever(MilvusConfig.model_validate(cfg), dim)
+    def __init__(self, cfg: dict[str, Any], dim: int, retrieval: dict[str, Any]):
+        self.retriever = MilvusRetriever(MilvusConfig.model_validate(cfg), dim, RetrievalConfig.model_validate(retrieval))
 
-    async def retrieve(self, query: str, vector: list[float], mode: SearchMode, top_k: int,
+    async def retrieve(self, query: str, vector: list[float] | None, mode: SearchMode, top_k: int,
                        flt: RetrievalFilter | None) -> list[Source]:  # fmt: skip
         return await asyncio.to_thread(self.retriever.retrieve, query, vector, mode=mode, top_k=top_k, flt=flt)
 

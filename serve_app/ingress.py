@@ -6,6 +6,7 @@ objects and the Serve shell runs it with deployment handles.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,9 +29,10 @@ from serve_app.protocol import (
     SearchMode,
     Source,
 )
+from serve_app.retriever import fuse_minmax
 
 EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
-RetrieveFn = Callable[[str, list[float], SearchMode, int, RetrievalFilter | None], Awaitable[list[Source]]]
+RetrieveFn = Callable[[str, list[float] | None, SearchMode, int, RetrievalFilter | None], Awaitable[list[Source]]]
 GenerateFn = Callable[[ChatCompletionRequest], AsyncIterator[Any]]
 EXTRA_FIELDS = tuple(RetrievalOptions.model_fields)
 CONVERSATION_ROLES = ("user", "assistant")
@@ -107,10 +109,23 @@ class RagService:
 
     # ---- retrieval --------------------------------------------------------------------------------------
     async def sources_for(self, query: str, options: RetrievalOptions) -> list[Source]:
-        vectors = await self.embed([query])
         mode = options.search or self.cfg.serve.search
         top_k = options.top_k or self.cfg.serve.top_k
-        return await self.retrieve_fn(query, vectors[0], mode, top_k, options.filter)
+        flt = options.filter
+        if mode == "bm25":  # needs no query vector
+            return await self.retrieve_fn(query, None, mode, top_k, flt)
+        if mode == "dense" or self.cfg.retrieval.fusion != "minmax":
+            vectors = await self.embed([query])
+            return await self.retrieve_fn(query, vectors[0], mode, top_k, flt)
+        # Client-side fusion: BM25 searches while the query embeds, then the dense half, then fusion here.
+        limit = max(self.cfg.retrieval.candidates, top_k)
+        bm25 = asyncio.ensure_future(self.retrieve_fn(query, None, "bm25", limit, flt))
+        try:
+            vectors = await self.embed([query])
+            dense = await self.retrieve_fn(query, vectors[0], "dense", limit, flt)
+        finally:
+            bm25_sources = await bm25
+        return fuse_minmax(dense, bm25_sources, dense_weight=self.cfg.retrieval.dense_weight, top_k=top_k)
 
     async def retrieve(self, body: Any) -> dict[str, Any]:
         try:

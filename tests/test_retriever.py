@@ -8,12 +8,12 @@ import sys
 import pytest
 from pymilvus import MilvusException
 
-from rag.config import EmbedderConfig, MilvusConfig
+from rag.config import EmbedderConfig, MilvusConfig, RetrievalConfig
 from rag.embedder import SentenceTransformersEmbedder
 from rag.store import MilvusChunkStore
 from serve_app.errors import from_milvus_error
-from serve_app.protocol import RetrievalFilter
-from serve_app.retriever import MilvusRetriever, filter_expr
+from serve_app.protocol import RetrievalFilter, Source
+from serve_app.retriever import MilvusRetriever, filter_expr, fuse_minmax
 from tests.conftest import free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,12 @@ def test_each_mode_ranks_the_right_passage_first(retriever, embedder, mode):
     hits = search(retriever, embedder, "HNSW graph neighbours M", mode)
     assert hits[0].source == "guide/index.html"
     assert [h.index for h in hits] == list(range(1, len(hits) + 1))
-    assert all(h.score > 0 for h in hits) if mode != "dense" else hits[0].score > hits[-1].score
+    scores = [h.score for h in hits]
+    assert scores == sorted(scores, reverse=True)
+    if mode == "bm25":
+        assert all(s > 0 for s in scores)  # milvus-lite's negated BM25 is turned back into a score
+    if mode == "hybrid":
+        assert scores[0] <= 1.0 and all(s >= 0 for s in scores)  # min-max fusion scales each list to [0, 1]
 
 
 @pytest.mark.parametrize("mode", ["dense", "bm25", "hybrid"])
@@ -65,6 +70,29 @@ def test_filters_apply_in_every_mode(retriever, embedder, mode):
     assert hits and {h.url for h in hits} <= {"https://y/bm25", "https://y/todo"}
     typed = search(retriever, embedder, "install docker", mode, RetrievalFilter(doc_type=["markdown", "text"]))
     assert typed and {h.doc_type for h in typed} <= {"markdown", "text"}
+
+
+def test_rrf_fusion_runs_in_milvus(retriever, embedder):
+    rrf = MilvusRetriever(retriever.cfg, 384, RetrievalConfig(fusion="rrf", rrf_k=60), store=retriever.store)
+    hits = search(rrf, embedder, "HNSW graph neighbours M", "hybrid")
+    assert hits[0].source == "guide/index.html"
+    assert hits[0].score == pytest.approx(2 / 61)  # first in both lists: 1/(60+1) twice
+
+
+def _source(id: str, score: float) -> Source:
+    return Source(index=0, id=id, url=id, title="", heading="", source="", doc_type="text", score=score, text="")
+
+
+def test_minmax_fusion_scales_each_list_and_weights_them():
+    dense = [_source("a", 0.9), _source("b", 0.7), _source("c", 0.5)]
+    bm25 = [_source("c", 12.0), _source("d", 8.0), _source("a", 4.0)]
+    fused = fuse_minmax(dense, bm25, dense_weight=0.5, top_k=3)
+    # a: 0.5*1 + 0.5*0 = 0.5; b: 0.5*0.5 = 0.25; c: 0.5*0 + 0.5*1 = 0.5; d: 0.5*0.5 = 0.25
+    assert [(s.id, s.index) for s in fused][:2] in ([("a", 1), ("c", 2)], [("c", 1), ("a", 2)])
+    assert [s.score for s in fused] == pytest.approx([0.5, 0.5, 0.25])
+    only_dense = fuse_minmax(dense, bm25, dense_weight=1.0, top_k=2)
+    assert [s.id for s in only_dense] == ["a", "b"]
+    assert fuse_minmax([], [_source("x", -3.0)], dense_weight=0.5, top_k=5)[0].score == 0.5
 
 
 def test_filter_expressions_are_quoted():
