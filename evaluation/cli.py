@@ -1,31 +1,120 @@
-"""``rag eval --questions Q.jsonl [--config F] [--collection C]``: recall@1/5/10, MRR@10 and nDCG@10 per mode."""
+"""``rag eval``: recall@1/5/10, MRR@10 and nDCG@10 per search mode, side by side, over the real retriever.
+
+    rag eval --questions faq.jsonl                         # a collection already ingested
+    rag eval --questions faq.jsonl --corpus DOCS [--exclude-question]   # ingest DOCS first, then evaluate
+    rag eval --beir ../shared/eval/scifact                 # ingest a BEIR dataset (one document per abstract)
+    rag eval --questions faq.jsonl --chat http://127.0.0.1:8000/v1      # answers through the chat endpoint
+"""
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import sys
+from pathlib import Path
+from typing import Any
 
-from evaluation.retrieval import SEARCH_MODES, evaluate_retrieval, format_table, load_questions
+from evaluation.beir import load_beir, write_beir_corpus
+from evaluation.chat import evaluate_chat
+from evaluation.faq import write_corpus_without_questions
+from evaluation.retrieval import SEARCH_MODES, QuestionSet, evaluate_retrieval, format_table, load_questions, question_set
+from ingest_jobs.read import CorpusNotFound
 from rag.config import ConfigError, RagConfig, parse_overrides
 from rag.store import MilvusUnavailable
+
+WORK_DIR = ".rag/eval"  # corpora the evaluation writes: BEIR as files, FAQ pages without questions
+BEIR_CHUNKING = {"chunk_size": 20_000, "chunk_overlap": 0}  # one chunk per abstract, as BEIR scores documents
+
+
+def ingest(cfg: RagConfig, *, fresh: bool = False) -> None:
+    """``fresh`` drops the collection first: milvus-lite keeps BM25 statistics per segment, so a collection
+    grown by incremental re-runs scores BM25 differently from one written in one go."""
+    import ray
+
+    from ingest_jobs.ingest import run_ingest
+    from rag.milvus_server import ensure_milvus
+    from rag.store import MilvusChunkStore
+
+    ensure_milvus(cfg.milvus)
+    store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
+    if fresh:
+        store.drop()
+    if not ray.is_initialized():
+        ray.init(logging_level="WARNING")
+    print(run_ingest(cfg, store=store).format(), file=sys.stderr)
+
+
+def prepare(
+    *, questions_path: str | None = None, beir: str | None = None, split: str = "test", corpus: str | None = None,
+    exclude_question: bool = False, collection: str | None = None, config: str | None = None,
+    overrides: dict[str, Any] | None = None, work_dir: str = WORK_DIR, fresh: bool = False,
+) -> tuple[RagConfig, QuestionSet, list[dict[str, str]]]:  # fmt: skip
+    """The config, the question set and (for --chat) the raw questions; ingests a corpus when given one."""
+    overrides = copy.deepcopy(overrides or {})
+    milvus = overrides.setdefault("milvus", {})
+    rows: list[dict[str, str]] = []
+    if beir:
+        questions = load_beir(beir, split)
+        corpus = str(write_beir_corpus(beir, Path(work_dir) / questions.name))
+        milvus.setdefault("collection", f"eval_{questions.name}")
+        for key, value in BEIR_CHUNKING.items():
+            overrides.setdefault("chunking", {}).setdefault(key, value)
+    else:
+        rows = load_questions(questions_path)
+        questions = question_set(rows, Path(questions_path).stem)
+        if exclude_question:
+            if not corpus:
+                raise ValueError("--exclude-question needs --corpus: the evaluation writes a copy without them")
+            corpus = str(write_corpus_without_questions(corpus, Path(work_dir) / f"{Path(corpus).name}-noq",
+                                                        {r["question"] for r in rows}))  # fmt: skip
+            milvus.setdefault("collection", "eval_noq")
+    if collection:
+        milvus["collection"] = collection
+    if corpus:
+        overrides.setdefault("corpus", {})["path"] = corpus
+    cfg = RagConfig.load(config, overrides)
+    if corpus:
+        ingest(cfg, fresh=fresh)
+    return cfg, questions, rows
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rag eval", description=__doc__.splitlines()[0])
-    parser.add_argument("--questions", required=True, help="JSONL with question, answer, source_url")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--questions", help="JSONL with question, answer, source_url (python -m evaluation.faq)")
+    source.add_argument("--beir", help="a BEIR dataset folder (corpus.jsonl, queries.jsonl, qrels/)")
+    parser.add_argument("--split", default="test", help="BEIR qrels split")
+    parser.add_argument("--corpus", help="ingest this corpus into the collection first")
+    parser.add_argument("--exclude-question", action="store_true",
+                        help="index the corpus with each FAQ question's heading left out (needs --corpus)")
+    parser.add_argument("--fresh", action="store_true", help="drop the collection before ingesting the corpus")
+    parser.add_argument("--chat", metavar="BASE_URL", help="also send the questions through this chat endpoint")
+    parser.add_argument("--work-dir", default=WORK_DIR, help="where the evaluation writes the corpora it derives")
     parser.add_argument("--config", help="YAML config file")
     parser.add_argument("--collection", help="Milvus collection (milvus.collection)")
     parser.add_argument("--modes", nargs="+", choices=SEARCH_MODES, default=list(SEARCH_MODES))
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     try:
-        overrides = parse_overrides(args.set)
-        if args.collection:
-            overrides.setdefault("milvus", {})["collection"] = args.collection
-        cfg = RagConfig.load(args.config, overrides)
-        results = evaluate_retrieval(cfg, load_questions(args.questions), tuple(args.modes))
-    except (ConfigError, MilvusUnavailable, ValueError, FileNotFoundError) as e:
+        if args.chat and not args.questions:
+            raise ValueError("--chat needs --questions with reference answers")
+        cfg, questions, rows = prepare(
+            questions_path=args.questions, beir=args.beir, split=args.split, corpus=args.corpus,
+            exclude_question=args.exclude_question, collection=args.collection, config=args.config,
+            overrides=parse_overrides(args.set), work_dir=args.work_dir, fresh=args.fresh,
+        )  # fmt: skip
+        results = evaluate_retrieval(cfg, questions, tuple(args.modes))
+        chat = evaluate_chat(args.chat, rows, model=cfg.llm.model_id) if args.chat else None
+    except (ConfigError, CorpusNotFound, MilvusUnavailable, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if args.json:
+        print(json.dumps({"retrieval": results, "chat": chat}))
+        return 0
+    print(f"{questions.name}: {len(questions.queries)} questions, collection {cfg.milvus.collection}")
     print(format_table(results))
+    if chat:
+        print("chat: " + "  ".join(f"{k} {v:.3f}" for k, v in chat.items()))
     return 0

@@ -1,11 +1,13 @@
 """Retrieval quality of a collection: each labelled question through the real retriever, in every search mode.
 
-The label is a page (its canonical URL); passages are mapped to their page, and a page keeps its best rank.
+The label is a page (its canonical URL, or a BEIR doc id); passages are mapped to their page, and a page keeps
+its best rank.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from evaluation.metrics import MEASURES, score
@@ -15,6 +17,13 @@ from serve_app.retriever import MilvusRetriever
 
 SEARCH_MODES = ("dense", "bm25", "hybrid")
 CANDIDATES = 50  # passages per question, enough to fill the top 10 pages
+
+
+@dataclass
+class QuestionSet:
+    name: str
+    queries: dict[str, str]  # query id -> question
+    qrels: dict[str, set[str]]  # query id -> relevant page URLs
 
 
 def load_questions(path: str | Path) -> list[dict[str, str]]:
@@ -27,27 +36,33 @@ def load_questions(path: str | Path) -> list[dict[str, str]]:
     return rows
 
 
+def question_set(rows: list[dict[str, str]], name: str = "questions") -> QuestionSet:
+    return QuestionSet(name, {str(i): r["question"] for i, r in enumerate(rows)},
+                       {str(i): {r["source_url"]} for i, r in enumerate(rows)})  # fmt: skip
+
+
 def evaluate_retrieval(
-    cfg: RagConfig, questions: list[dict[str, str]], modes: tuple[str, ...] = SEARCH_MODES
+    cfg: RagConfig, questions: QuestionSet, modes: tuple[str, ...] = SEARCH_MODES
 ) -> dict[str, dict[str, float]]:
     retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim, cfg.retrieval)
     if not retriever.client.has_collection(cfg.milvus.collection):
         raise ValueError(f"collection {cfg.milvus.collection!r} does not exist at {cfg.milvus.uri}: run `rag ingest`")
     embedder = SentenceTransformersEmbedder(cfg.embedder)
-    vectors = embedder.embed_queries([q["question"] for q in questions])
-    qrels = {str(i): {q["source_url"]} for i, q in enumerate(questions)}
+    ids = list(questions.queries)
+    vectors = dict(zip(ids, embedder.embed_queries([questions.queries[i] for i in ids]).tolist()))
     results = {}
     for mode in modes:
         runs = {
-            str(i): [s.url for s in retriever.retrieve(q["question"], vector.tolist(), mode=mode, top_k=CANDIDATES)]
-            for i, (q, vector) in enumerate(zip(questions, vectors))
+            i: [s.url for s in retriever.retrieve(questions.queries[i], vectors[i], mode=mode, top_k=CANDIDATES)]
+            for i in ids
         }
-        results[mode] = score(qrels, runs)
+        results[mode] = score(questions.qrels, runs)
     return results
 
 
-def format_table(results: dict[str, dict[str, float]]) -> str:
+def format_table(results: dict[str, dict[str, float]], label: str = "mode") -> str:
     names = list(MEASURES)
-    lines = ["mode    " + "  ".join(f"{n:>9s}" for n in names)]
-    lines += [f"{mode:7s} " + "  ".join(f"{row[n]:9.3f}" for n in names) for mode, row in results.items()]
+    width = max(len(label), *(len(k) for k in results))
+    lines = [f"{label:{width}s} " + "  ".join(f"{n:>9s}" for n in names)]
+    lines += [f"{mode:{width}s} " + "  ".join(f"{row[n]:9.3f}" for n in names) for mode, row in results.items()]
     return "\n".join(lines)

@@ -41,6 +41,8 @@ def embed_text_of(title: str, heading: str, text: str, cfg: ChunkConfig) -> str:
     """The text the embedder sees; with ``embed_headings`` it leads with where the passage sits."""
     if not cfg.embed_headings:
         return text
+    if text.startswith(title):  # the passage opens with the title already (a first chunk, a BEIR abstract)
+        title = ""
     context = HEADING_SEPARATOR.join(p for p in (title, heading) if p)
     return f"{context}\n{text}" if context else text
 

@@ -51,7 +51,7 @@ class ChunkConfig(_Section):
     chunk_size: int = Field(512, gt=0, le=60_000, description="Maximum characters per chunk (origin post: 512).")
     chunk_overlap: int = Field(51, ge=0, description="Characters shared by neighbouring chunks (origin post: 10%).")
     embed_headings: bool = Field(
-        False, description="Prefix the embedded text with the page title and heading path (stored text is unchanged)."
+        True, description="Prefix the embedded text with the page title and heading path (stored text is unchanged)."
     )
 
     @model_validator(mode="after")
@@ -145,7 +145,7 @@ class RetrievalConfig(_Section):
         description="Hybrid fusion: 'minmax' scales each list's scores to [0, 1] and adds them with dense_weight "
         "(client-side, so BM25 runs while the query embeds); 'rrf' is Milvus hybrid_search with RRFRanker(rrf_k).",
     )
-    dense_weight: float = Field(0.5, ge=0, le=1, description="minmax fusion: weight of the dense list (BM25 gets the rest).")
+    dense_weight: float = Field(0.6, ge=0, le=1, description="minmax fusion: weight of the dense list (BM25 gets the rest).")
     rrf_k: int = Field(60, gt=0, description="rrf fusion: the k in 1 / (k + rank).")
     candidates: int = Field(50, gt=0, le=1000, description="Passages each list contributes before fusion (at least top_k).")
 

@@ -203,12 +203,13 @@ class RagService:
                 out.append(item)
             return out
 
-        for event in events(first):
-            yield event
+        # One write per engine batch (stream_batching_interval_ms), not per token: each write is a message
+        # from this replica to the proxy, and on a small host that relaying competes with the engine.
+        yield "".join(events(first))
         try:
             async for items in stream:
-                for event in events(items):
-                    yield event
+                if chunk := "".join(events(items)):
+                    yield chunk
         except Exception as e:  # the status line is already sent: end the stream with an error event
             yield APIError(503, f"generation failed: {type(e).__name__}", type="service_unavailable").sse()
 

@@ -47,7 +47,9 @@ def test_ids_are_deterministic_and_content_addressed():
 
 def test_embed_headings_changes_only_the_embedded_text():
     section = Section(["Install", "Docker"], "run it")
-    plain = chunk_document(doc(section), source="d", doc_hash="h", cfg=ChunkConfig())[0]
-    rich = chunk_document(doc(section), source="d", doc_hash="h", cfg=ChunkConfig(embed_headings=True))[0]
+    plain = chunk_document(doc(section), source="d", doc_hash="h", cfg=ChunkConfig(embed_headings=False))[0]
+    rich = chunk_document(doc(section), source="d", doc_hash="h", cfg=ChunkConfig())[0]
     assert plain["embed_text"] == "run it"
     assert rich["embed_text"] == "Title > Install > Docker\nrun it" and rich["text"] == "run it"
+    opening = chunk_document(doc(Section([], "Title\n\nAn abstract.")), source="d", doc_hash="h", cfg=ChunkConfig())
+    assert opening[0]["embed_text"] == "Title\n\nAn abstract."  # the title is not repeated

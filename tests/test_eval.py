@@ -40,3 +40,25 @@ def test_retrieval_eval_on_faq_questions(ray_cluster, milvus_uri, collection, tm
     assert "does not exist" in capsys.readouterr().err
     path.write_text('{"question": "no label"}\n')
     assert rag_main(["eval", "--questions", str(path), "--set", f"milvus.uri={milvus_uri}"]) == 2
+
+
+def test_exclude_question_indexes_the_pages_without_their_questions(ray_cluster, milvus_uri, collection, tmp_path,
+                                                                    capsys):  # fmt: skip
+    from rag.store import MilvusChunkStore
+
+    corpus = copy_pages(tmp_path / "corpus", PAGES)
+    questions = [q for q in extract_faq(MILVUS_DOCS) if "performance_faq" in q["source_url"]]
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(json.dumps(q) for q in questions))
+    argv = ["eval", "--questions", str(path), "--corpus", str(corpus), "--exclude-question", "--collection",
+            collection, "--work-dir", str(tmp_path / "work"), "--set", f"milvus.uri={milvus_uri}", "--json"]  # fmt: skip
+    assert rag_main(argv) == 0
+    results = json.loads(capsys.readouterr().out)["retrieval"]
+    assert all(0 < row["recall@10"] <= 1 for row in results.values())
+    cfg = RagConfig.load(overrides={"milvus": {"uri": milvus_uri, "collection": collection}})
+    rows = list(MilvusChunkStore(cfg.milvus, cfg.embedder.dim).iter_rows(["text", "heading", "url"]))
+    assert {r["url"] for r in rows} >= {q["source_url"] for q in questions}
+    for q in questions:
+        assert not any(q["question"] in r["text"] or q["question"] in r["heading"] for r in rows), q["question"]
+    assert rag_main(["eval", "--questions", str(path), "--exclude-question"]) == 2  # needs --corpus
+    assert "--corpus" in capsys.readouterr().err

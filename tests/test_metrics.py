@@ -33,3 +33,13 @@ def test_rank_not_raw_score_decides_and_duplicates_count_once():
 
 def test_query_without_a_run_scores_zero():
     assert score({"q1": {"a"}, "q2": {"b"}}, {"q1": ["a"]})["recall@1"] == pytest.approx(0.5)
+
+
+def test_token_f1_against_a_reference_answer():
+    from evaluation.chat import token_f1
+
+    assert token_f1("The HNSW index.", "HNSW index") == pytest.approx(1.0)  # articles and punctuation ignored
+    assert token_f1("HNSW", "HNSW index") == pytest.approx(2 * 1.0 * 0.5 / 1.5)
+    assert token_f1("the index is HNSW", "HNSW index") == pytest.approx(0.8)  # precision 2/3, recall 1
+    assert token_f1("nothing shared", "HNSW index") == 0.0
+    assert token_f1("", "HNSW") == 0.0

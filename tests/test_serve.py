@@ -179,3 +179,23 @@ def test_invalid_json_and_client_errors(rag_app, client):
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="rag", messages=[{"role": "user", "content": "word " * 5000}])
     assert err.value.body["code"] == "context_length_exceeded"
+
+
+def test_rag_eval_through_the_chat_endpoint(rag_app, tmp_path, capsys):
+    import json
+
+    from evaluation.faq import extract_faq
+    from rag.cli import main as rag_main
+    from tests.conftest import MILVUS_DOCS
+
+    cfg, base_url = rag_app
+    questions = [q for q in extract_faq(MILVUS_DOCS) if "performance_faq" in q["source_url"]][:3]
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(json.dumps(q) for q in questions))
+    argv = ["eval", "--questions", str(path), "--chat", base_url, "--collection", cfg.milvus.collection,
+            "--set", f"milvus.uri={cfg.milvus.uri}", "--json"]  # fmt: skip
+    assert rag_main(argv) == 0
+    chat = json.loads(capsys.readouterr().out)["chat"]
+    assert chat["gold_in_sources"] > 0  # the performance FAQ is in the collection
+    assert 0 <= chat["gold_cited"] <= chat["gold_in_sources"]
+    assert 0 < chat["token_f1"] <= 1

@@ -1,0 +1,114 @@
+"""Retrieval quality on BEIR SciFact and on the Milvus FAQ, per search mode and fusion, with the local embedder.
+
+    python bench/quality.py [--scifact ../shared/eval/scifact] [--corpus ../shared/corpus/milvus-docs]
+                            [--chunking 1024/102 512/51:plain] [--with-question]
+
+Each set goes through the real ingest job into a freshly dropped milvus-lite collection, then every question
+through the real retriever. Per set it prints dense, BM25, hybrid under each fusion tried, and the
+shipped default. SciFact prints the published nDCG@10 beside ours; the FAQ set runs with each question's
+heading left out of the index (``--exclude-question``) and, with ``--with-question``, as extracted.
+``--chunking`` re-ingests the FAQ corpus per chunk size/overlap (``:plain``: without the title and heading
+path in the embedded text) and prints one block per setting, after the shipped default.
+Targets: SciFact nDCG@10 >= 0.70 for the default mode; FAQ hybrid recall@5 >= 0.85 without the question;
+hybrid >= dense and >= BM25 on MRR@10 on both sets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from evaluation.cli import prepare  # noqa: E402
+from evaluation.faq import extract_faq  # noqa: E402
+from evaluation.retrieval import evaluate_retrieval, format_table  # noqa: E402
+from rag.config import RagConfig  # noqa: E402
+from rag.milvus_server import ensure_milvus  # noqa: E402
+
+PUBLISHED_NDCG10 = {"dense": 0.645, "bm25": 0.665}  # SciFact: all-MiniLM-L6-v2 (SBERT/MTEB) and BM25 (BEIR paper)
+FUSIONS = {
+    "hybrid rrf k=60": {"fusion": "rrf", "rrf_k": 60},
+    "hybrid rrf k=20": {"fusion": "rrf", "rrf_k": 20},
+    "hybrid minmax w=0.5": {"fusion": "minmax", "dense_weight": 0.5},
+    "hybrid minmax w=0.6": {"fusion": "minmax", "dense_weight": 0.6},
+    "hybrid minmax w=0.7": {"fusion": "minmax", "dense_weight": 0.7},
+    "hybrid minmax w=0.6 c=100": {"fusion": "minmax", "dense_weight": 0.6, "candidates": 100},
+}
+
+
+def table(cfg: RagConfig, questions) -> dict[str, dict[str, float]]:
+    started = time.perf_counter()
+    rows = evaluate_retrieval(cfg, questions, ("dense", "bm25"))
+    for label, fusion in FUSIONS.items():
+        variant = cfg.model_copy(update={"retrieval": cfg.retrieval.model_copy(update=fusion)})
+        rows[label] = evaluate_retrieval(variant, questions, ("hybrid",))["hybrid"]
+    default = RagConfig()
+    rows[f"default ({default.serve.search}, {default.retrieval.fusion})"] = evaluate_retrieval(
+        cfg.model_copy(update={"retrieval": default.retrieval}), questions, (default.serve.search,)
+    )[default.serve.search]
+    print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+    return rows
+
+
+def verdict(rows: dict[str, dict[str, float]]) -> str:
+    default = next(v for k, v in rows.items() if k.startswith("default"))
+    beats = default["mrr@10"] >= rows["dense"]["mrr@10"] and default["mrr@10"] >= rows["bm25"]["mrr@10"]
+    return f"default mode MRR@10 >= dense and >= bm25: {'yes' if beats else 'NO'}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scifact", default=str(REPO.parent / "shared" / "eval" / "scifact"))
+    parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "corpus" / "milvus-docs"))
+    parser.add_argument("--chunking", nargs="*", default=[], metavar="SIZE/OVERLAP[+headings]")
+    parser.add_argument("--with-question", action="store_true", help="also the FAQ set with questions indexed")
+    parser.add_argument("--skip-scifact", action="store_true")
+    args = parser.parse_args()
+    ensure_milvus(RagConfig().milvus)
+
+    if not args.skip_scifact:
+        cfg, questions, _ = prepare(beir=args.scifact, fresh=True)
+        rows = table(cfg, questions)
+        print(f"\n## SciFact: {len(questions.queries)} test queries, {cfg.milvus.collection}, one chunk per abstract")
+        print(format_table(rows, "method"))
+        print("published nDCG@10: " + ", ".join(f"{k} {v:.3f}" for k, v in PUBLISHED_NDCG10.items()))
+        print(verdict(rows))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        faq = Path(tmp) / "faq.jsonl"
+        faq.write_text("".join(json.dumps(q) + "\n" for q in extract_faq(args.corpus)))
+        default = RagConfig().chunking
+        settings = [(default.chunk_size, default.chunk_overlap, default.embed_headings)]
+        for setting in args.chunking:
+            sizes, _, plain = setting.partition(":")
+            size, overlap = (int(x) for x in sizes.split("/"))
+            settings.append((size, overlap, plain != "plain"))
+        for size, overlap, headings in dict.fromkeys(settings):
+            name = f"eval_noq_{size}_{overlap}{'' if headings else '_plain'}"
+            chunk = {"chunking": {"chunk_size": size, "chunk_overlap": overlap, "embed_headings": headings}}
+            cfg, questions, _ = prepare(questions_path=str(faq), corpus=args.corpus, exclude_question=True,
+                                        collection=name, overrides=chunk, fresh=True)  # fmt: skip
+            rows = table(cfg, questions)
+            print(f"\n## Milvus FAQ without the questions: {len(questions.queries)} questions, chunks {size}/{overlap}"
+                  f"{', title + headings embedded' if headings else ', text only embedded'}, {name}")  # fmt: skip
+            print(format_table(rows, "method"))
+            print(verdict(rows))
+        if args.with_question:
+            cfg, questions, _ = prepare(questions_path=str(faq), corpus=args.corpus, collection="eval_faq",
+                                        fresh=True)  # fmt: skip
+            rows = table(cfg, questions)
+            print(f"\n## Milvus FAQ as extracted (question headings in the heading path): {len(questions.queries)} "
+                  "questions")  # fmt: skip
+            print(format_table(rows, "method"))
+            print(verdict(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
