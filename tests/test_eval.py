@@ -5,7 +5,7 @@ import json
 import pytest
 
 from evaluation.faq import extract_faq
-from evaluation.retrieval import evaluate_retrieval, format_table
+from evaluation.retrieval import evaluate_retrieval, format_table, question_set
 from ingest_jobs.ingest import run_ingest
 from rag.cli import main as rag_main
 from rag.config import RagConfig
@@ -23,7 +23,7 @@ def test_retrieval_eval_on_faq_questions(ray_cluster, milvus_uri, collection, tm
     run_ingest(cfg)
     questions = [q for q in extract_faq(MILVUS_DOCS) if "performance_faq" in q["source_url"]
                  or "operational_faq" in q["source_url"]]  # fmt: skip
-    results = evaluate_retrieval(cfg, questions)
+    results = evaluate_retrieval(cfg, question_set(questions))
     assert set(results) == {"dense", "bm25", "hybrid"}
     for mode, row in results.items():
         assert 0.5 < row["recall@5"] <= row["recall@10"] <= 1.0, (mode, row)

@@ -12,6 +12,7 @@ import boto3
 import numpy as np
 import pytest
 
+from ingest_jobs.chunk import embed_text_of
 from ingest_jobs.ingest import run_ingest
 from rag.config import RagConfig
 from rag.embedder import SentenceTransformersEmbedder
@@ -63,9 +64,12 @@ def test_ingest_writes_chunks_with_metadata_and_unit_vectors(ray_cluster, milvus
     vectors = np.array([r["vector"] for r in rows], dtype=np.float32)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)  # per row, not per matrix
 
-    # The stored vector is what the shared embedder gives for that text.
+    # The stored vector is what the shared embedder gives for that text, led by its title and headings.
     embedder = SentenceTransformersEmbedder(cfg.embedder)
-    np.testing.assert_allclose(embedder.embed_documents([rows[0]["text"]])[0], vectors[0], atol=1e-4)
+    first = rows[0]
+    embedded = embed_text_of(first["title"], first["heading"], first["text"], cfg.chunking)
+    assert embedded.endswith(first["text"]) and embedded != first["text"]
+    np.testing.assert_allclose(embedder.embed_documents([embedded])[0], vectors[0], atol=1e-4)
 
     query = embedder.embed_queries(["How do I enable role-based access control and create users?"])[0].tolist()
     hits = store.client.search(collection, data=[query], anns_field="vector", limit=3, output_fields=["source"])
