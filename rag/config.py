@@ -134,6 +134,9 @@ class ServeConfig(_Section):
     search: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="Default retrieval mode.")
     max_ongoing_requests: int = Field(256, gt=0, description="Requests one ingress replica takes at once.")
     embed_max_batch_size: int = Field(16, gt=0, description="Serve dynamic batching: most queries per batch.")
+    embed_num_threads: int = Field(
+        1, gt=0, description="torch threads of the query embedder on CPU; one keeps it out of the engine's way."
+    )
     embed_batch_wait_timeout_s: float = Field(
         0.002, ge=0, description="Serve dynamic batching: wait to fill a batch (queries that arrive meanwhile join the next)."
     )

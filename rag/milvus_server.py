@@ -43,6 +43,11 @@ def _pid_file(cfg: MilvusConfig) -> Path:
     return Path(cfg.local_data_dir) / "server.pid"
 
 
+# One search is small; concurrency comes from concurrent queries. Multi-threaded FAISS/BLAS kernels next to a
+# CPU inference engine spin in their barriers and turned 13 ms searches into seconds under load.
+SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def start_local(cfg: MilvusConfig, wait_s: float = 60.0) -> int:
     """Starts a detached milvus-lite server for ``cfg.uri`` (it outlives this process) and waits until it answers."""
     if not is_loopback(cfg.uri):
@@ -55,6 +60,7 @@ def start_local(cfg: MilvusConfig, wait_s: float = 60.0) -> int:
             [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir), "--host", host,
              "--port", str(port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            env={**os.environ, **SINGLE_THREADED},
         )  # fmt: skip
     _pid_file(cfg).write_text(str(proc.pid))
     deadline = time.monotonic() + wait_s

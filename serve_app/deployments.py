@@ -22,7 +22,10 @@ from serve_app.retriever import MilvusRetriever
 class QueryEmbedder:
     """Embeds queries with Serve's dynamic batching: concurrent requests share one forward pass."""
 
-    def __init__(self, cfg: dict[str, Any], max_batch_size: int, batch_wait_timeout_s: float):
+    def __init__(self, cfg: dict[str, Any], max_batch_size: int, batch_wait_timeout_s: float, num_threads: int = 1):
+        import torch
+
+        torch.set_num_threads(num_threads)
         self.embedder = SentenceTransformersEmbedder(EmbedderConfig.model_validate(cfg))
         self.embed_one.set_max_batch_size(max_batch_size)
         self.embed_one.set_batch_wait_timeout_s(batch_wait_timeout_s)

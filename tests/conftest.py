@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from rag.milvus_server import SINGLE_THREADED
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 MILVUS_DOCS = SHARED / "corpus" / "milvus-docs"
@@ -49,7 +51,7 @@ def milvus_uri(tmp_path_factory) -> str:
     proc = subprocess.Popen(
         [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir), "--host", "127.0.0.1",
          "--port", str(port)],
-        stdout=open(data_dir / "server.log", "wb"), stderr=subprocess.STDOUT,
+        stdout=open(data_dir / "server.log", "wb"), stderr=subprocess.STDOUT, env={**os.environ, **SINGLE_THREADED},
     )  # fmt: skip
     wait_for_port(port, proc, "milvus-lite server")
     yield f"http://127.0.0.1:{port}"
