@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
 
 import ray
 
+from ingest_jobs.bulk_import import FILE_COLUMN, ImportFailed, run_import
 from ingest_jobs.chunk import doc_id_of
 from ingest_jobs.pipeline import build_pipeline
 from ingest_jobs.read import Corpus, CorpusNotFound, Skipped
@@ -37,6 +39,7 @@ class IngestSummary:
     documents_pruned: int = 0
     chunks_pruned: int = 0
     collection_rows: int = 0
+    import_job: str = ""
     seconds: float = 0.0
 
     @property
@@ -52,6 +55,8 @@ class IngestSummary:
             f"collection rows: {self.collection_rows}",
             f"seconds: {self.seconds:.1f}  chunks/s: {self.chunks_per_s:.1f}",
         ]
+        if self.import_job:
+            lines.append(f"Milvus import job: {self.import_job}")
         lines += [f"  skipped {s.source}: {s.reason}" for s in self.skipped]
         return "\n".join(lines)
 
@@ -72,9 +77,12 @@ def run_ingest(
     states = {} if force else store.document_states()
 
     written_ids: dict[str, list[str]] = defaultdict(list)
+    staged: set[str] = set()
     if files:
-        ds = build_pipeline(cfg, corpus, files, manifest=corpus.manifest(), states=states)
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+        ds = build_pipeline(cfg, corpus, files, manifest=corpus.manifest(), states=states, run_id=run_id)
         for batch in ds.iter_batches(batch_size=4096, batch_format="numpy"):
+            staged.update(str(key) for key in batch.get(FILE_COLUMN, ()) if key)
             for chunk_id, doc_id, source, status, reason in zip(
                 batch["id"], batch["doc_id"], batch["source"], batch["status"], batch["reason"]
             ):
@@ -87,9 +95,15 @@ def run_ingest(
     summary.documents_written = len(written_ids)
     summary.chunks_written = sum(len(ids) for ids in written_ids.values())
 
-    for doc_id, ids in written_ids.items():
-        if doc_id in states:
-            summary.chunks_deleted_stale += store.delete_stale_chunks(doc_id, ids)
+    if cfg.milvus.sink == "bulk_import":
+        # An import inserts: a re-ingested document's old chunks go first, identical ids included.
+        summary.chunks_deleted_stale = store.delete_documents({d for d in written_ids if d in states})
+        if staged:
+            summary.import_job = run_import(cfg.milvus, sorted(staged))
+    else:
+        for doc_id, ids in written_ids.items():
+            if doc_id in states:
+                summary.chunks_deleted_stale += store.delete_stale_chunks(doc_id, ids)
     if prune:
         # Skipped files are still in the corpus: their earlier chunks stay rather than vanish on a bad read.
         present = {doc_id_of(f.source) for f in files} | {doc_id_of(s.source) for s in summary.skipped}
@@ -138,6 +152,9 @@ def main(argv: list[str] | None = None, prog: str = "python -m ingest_jobs.inges
     except (ConfigError, CorpusNotFound, MilvusUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except ImportFailed as e:  # the staged files stay; a re-run stages and imports the documents again
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(summary.format())
     return 0
 

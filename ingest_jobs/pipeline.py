@@ -14,6 +14,7 @@ from ingest_jobs.embed import ChunkEmbedder
 from ingest_jobs.parse import ParseSkip, parse_document
 from ingest_jobs.read import Corpus, CorpusFile, ManifestEntry
 from ingest_jobs.rows import CHUNK, ROW_COLUMNS, SKIPPED, UNCHANGED, status_row
+from ingest_jobs.bulk_import import ParquetStager
 from ingest_jobs.write import MilvusWriter
 from rag.config import RagConfig
 from rag.store import DocState
@@ -70,7 +71,7 @@ def read_parse_chunk(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, l
 
 def build_pipeline(
     cfg: RagConfig, corpus: Corpus, files: list[CorpusFile], *, manifest: dict[str, ManifestEntry],
-    states: dict[str, DocState],
+    states: dict[str, DocState], run_id: str = "",
 ) -> ray.data.Dataset:  # fmt: skip
     ds = ray.data.from_items([asdict(f) for f in files], override_num_blocks=max(1, min(len(files), 64)))
     ds = ds.map_batches(
@@ -87,6 +88,14 @@ def build_pipeline(
         num_cpus=cfg.embedder.num_cpus,
         num_gpus=cfg.embedder.num_gpus,
     )
+    if cfg.milvus.sink == "bulk_import":
+        return ds.map_batches(
+            ParquetStager,
+            fn_constructor_kwargs={"cfg": cfg.milvus, "run_id": run_id},
+            batch_size=cfg.milvus.write_batch_size,
+            compute=ActorPoolStrategy(size=1),
+            num_cpus=cfg.milvus.writer_num_cpus,
+        )
     return ds.map_batches(
         MilvusWriter,
         fn_constructor_kwargs={"cfg": cfg.milvus, "dim": cfg.embedder.dim},

@@ -98,9 +98,26 @@ class MilvusConfig(_Section):
     bm25: bool = Field(True, description="Add a BM25 function and sparse field on the text for full-text search.")
     bm25_k1: float = Field(1.2, gt=0, description="BM25 term-frequency saturation.")
     bm25_b: float = Field(0.75, ge=0, le=1, description="BM25 length normalisation.")
-    write_batch_size: int = Field(512, gt=0, description="Rows per upsert call.")
+    write_batch_size: int = Field(512, gt=0, description="Rows per upsert call (or per staged file for bulk import).")
+    sink: Literal["upsert", "bulk_import"] = Field(
+        "upsert",
+        description="upsert: batched upserts from the job. bulk_import (Milvus cluster): stage Parquet files in the "
+        "cluster's object store, then one Milvus import job; re-ingested documents are deleted first.",
+    )
+    bulk_stage_uri: str = Field(
+        "", description="bulk_import: s3://<the Milvus bucket>/<prefix> where the job stages its Parquet files."
+    )
+    bulk_s3_endpoint: str | None = Field(None, description="bulk_import: S3 endpoint of that bucket (MinIO), if not AWS.")
+    bulk_import_url: str = Field("", description="bulk_import: Milvus REST endpoint; default: milvus.uri.")
+    bulk_timeout_s: float = Field(3600, gt=0, description="bulk_import: how long to wait for the import job.")
     writer_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per writer task.")
     timeout_s: float = Field(10.0, gt=0, description="Connect and call timeout.")
+
+    @model_validator(mode="after")
+    def _bulk_needs_a_stage(self) -> MilvusConfig:
+        if self.sink == "bulk_import" and not self.bulk_stage_uri.startswith("s3://"):
+            raise ValueError("sink bulk_import needs bulk_stage_uri: s3://<the Milvus bucket>/<prefix>")
+        return self
 
 
 class LLMConfig(_Section):
