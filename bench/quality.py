@@ -44,14 +44,10 @@ FUSIONS = {
 
 def table(cfg: RagConfig, questions) -> dict[str, dict[str, float]]:
     started = time.perf_counter()
-    rows = evaluate_retrieval(cfg, questions, ("dense", "bm25"))
-    for label, fusion in FUSIONS.items():
-        variant = cfg.model_copy(update={"retrieval": cfg.retrieval.model_copy(update=fusion)})
-        rows[label] = evaluate_retrieval(variant, questions, ("hybrid",))["hybrid"]
-    default = RagConfig()
-    rows[f"default ({default.serve.search}, {default.retrieval.fusion})"] = evaluate_retrieval(
-        cfg.model_copy(update={"retrieval": default.retrieval}), questions, (default.serve.search,)
-    )[default.serve.search]
+    default = RagConfig().retrieval
+    variants = {label: cfg.retrieval.model_copy(update=fusion) for label, fusion in FUSIONS.items()}
+    variants[f"default (hybrid, {default.fusion})"] = default
+    rows = evaluate_retrieval(cfg, questions, ("dense", "bm25"), hybrid_variants=variants)
     print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return rows
 

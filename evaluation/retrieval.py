@@ -7,11 +7,12 @@ its best rank.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from evaluation.metrics import MEASURES, score
-from rag.config import RagConfig
+from rag.config import RagConfig, RetrievalConfig
 from rag.embedder import SentenceTransformersEmbedder
 from serve_app.retriever import MilvusRetriever
 
@@ -42,21 +43,25 @@ def question_set(rows: list[dict[str, str]], name: str = "questions") -> Questio
 
 
 def evaluate_retrieval(
-    cfg: RagConfig, questions: QuestionSet, modes: tuple[str, ...] = SEARCH_MODES
-) -> dict[str, dict[str, float]]:
+    cfg: RagConfig, questions: QuestionSet, modes: tuple[str, ...] = SEARCH_MODES, *,
+    hybrid_variants: Mapping[str, RetrievalConfig] | None = None,
+) -> dict[str, dict[str, float]]:  # fmt: skip
+    """A row per search mode, then one per labelled hybrid fusion setting; the queries are embedded once."""
     retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim, cfg.retrieval)
     if not retriever.client.has_collection(cfg.milvus.collection):
         raise ValueError(f"collection {cfg.milvus.collection!r} does not exist at {cfg.milvus.uri}: run `rag ingest`")
     embedder = SentenceTransformersEmbedder(cfg.embedder)
     ids = list(questions.queries)
     vectors = dict(zip(ids, embedder.embed_queries([questions.queries[i] for i in ids]).tolist()))
-    results = {}
-    for mode in modes:
-        runs = {
-            i: [s.url for s in retriever.retrieve(questions.queries[i], vectors[i], mode=mode, top_k=CANDIDATES)]
-            for i in ids
-        }
-        results[mode] = score(questions.qrels, runs)
+
+    def run(r: MilvusRetriever, mode: str) -> dict[str, float]:
+        runs = {i: [s.url for s in r.retrieve(questions.queries[i], vectors[i], mode=mode, top_k=CANDIDATES)]
+                for i in ids}  # fmt: skip
+        return score(questions.qrels, runs)
+
+    results = {mode: run(retriever, mode) for mode in modes}
+    for label, retrieval in (hybrid_variants or {}).items():
+        results[label] = run(MilvusRetriever(cfg.milvus, cfg.embedder.dim, retrieval, store=retriever.store), "hybrid")
     return results
 
 

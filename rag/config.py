@@ -169,6 +169,9 @@ class RetrievalConfig(_Section):
     rrf_k: int = Field(60, gt=0, description="rrf fusion: the k in 1 / (k + rank).")
     candidates: int = Field(50, gt=0, le=1000, description="Passages each list contributes before fusion (at least top_k).")
 
+    def candidates_for(self, top_k: int) -> int:
+        return max(self.candidates, top_k)
+
 
 class RagConfig(BaseSettings):
     """Root config. ``RagConfig.load("configs/local.yaml", overrides)`` is the one way to build it."""

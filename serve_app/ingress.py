@@ -118,14 +118,15 @@ class RagService:
             vectors = await self.embed([query])
             return await self.retrieve_fn(query, vectors[0], mode, top_k, flt)
         # Client-side fusion: BM25 searches while the query embeds, then the dense half, then fusion here.
-        limit = max(self.cfg.retrieval.candidates, top_k)
+        limit = self.cfg.retrieval.candidates_for(top_k)
         bm25 = asyncio.ensure_future(self.retrieve_fn(query, None, "bm25", limit, flt))
         try:
             vectors = await self.embed([query])
             dense = await self.retrieve_fn(query, vectors[0], "dense", limit, flt)
-        finally:
-            bm25_sources = await bm25
-        return fuse_minmax(dense, bm25_sources, dense_weight=self.cfg.retrieval.dense_weight, top_k=top_k)
+        except BaseException:
+            bm25.cancel()  # the request fails with the first error, not with whatever BM25 did meanwhile
+            raise
+        return fuse_minmax(dense, await bm25, dense_weight=self.cfg.retrieval.dense_weight, top_k=top_k)
 
     async def retrieve(self, body: Any) -> dict[str, Any]:
         try:

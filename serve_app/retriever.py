@@ -68,9 +68,6 @@ class MilvusRetriever:
         params = {"ef": self.cfg.search_ef} if self.cfg.index_type in ("HNSW", "AUTOINDEX") else {}
         return {"metric_type": self.cfg.metric_type, "params": params}
 
-    def candidates(self, top_k: int) -> int:
-        return max(self.retrieval.candidates, top_k)
-
     def retrieve(
         self, query: str, vector: list[float] | None, *, mode: SearchMode, top_k: int,
         flt: RetrievalFilter | None = None,
@@ -89,7 +86,7 @@ class MilvusRetriever:
             )[0]  # fmt: skip
         elif self.retrieval.fusion == "rrf":
             # Milvus ignores a top-level filter on hybrid_search: it must sit in each request.
-            limit = self.candidates(top_k)
+            limit = self.retrieval.candidates_for(top_k)
             requests = [
                 AnnSearchRequest([vector], "vector", self._dense_params(), limit, expr=expr or None),
                 AnnSearchRequest([query], "sparse", {"metric_type": "BM25"}, limit, expr=expr or None),
@@ -98,7 +95,7 @@ class MilvusRetriever:
                 self.collection, requests, RRFRanker(self.retrieval.rrf_k), limit=top_k, output_fields=OUTPUT_FIELDS
             )[0]
         else:
-            limit = self.candidates(top_k)
+            limit = self.retrieval.candidates_for(top_k)
             return fuse_minmax(
                 self.retrieve(query, vector, mode="dense", top_k=limit, flt=flt),
                 self.retrieve(query, None, mode="bm25", top_k=limit, flt=flt),

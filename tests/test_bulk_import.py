@@ -77,15 +77,19 @@ def fake_import(milvus_uri, s3_endpoint):
     endpoint.server.shutdown()
 
 
-def test_bulk_import_stages_imports_and_never_duplicates(ray_cluster, milvus_uri, s3_endpoint, collection,
-                                                        fake_import, tmp_path):  # fmt: skip
-    corpus = copy_pages(tmp_path / "corpus", PAGES)
-    cfg = RagConfig.load(overrides={
+def bulk_cfg(corpus, milvus_uri: str, collection: str, s3_endpoint: str, endpoint: FakeImportEndpoint) -> RagConfig:
+    return RagConfig.load(overrides={
         "corpus": {"path": str(corpus)},
         "milvus": {"uri": milvus_uri, "collection": collection, "sink": "bulk_import",
                    "bulk_stage_uri": f"s3://{BUCKET}/stage", "bulk_s3_endpoint": s3_endpoint,
-                   "bulk_import_url": fake_import.url},
+                   "bulk_import_url": endpoint.url},
     })  # fmt: skip
+
+
+def test_bulk_import_stages_imports_and_never_duplicates(ray_cluster, milvus_uri, s3_endpoint, collection,
+                                                        fake_import, tmp_path):  # fmt: skip
+    corpus = copy_pages(tmp_path / "corpus", PAGES)
+    cfg = bulk_cfg(corpus, milvus_uri, collection, s3_endpoint, fake_import)
     store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
 
     first = run_ingest(cfg)
@@ -113,12 +117,7 @@ def test_bulk_import_stages_imports_and_never_duplicates(ray_cluster, milvus_uri
 
 def test_a_failed_import_is_reported(ray_cluster, milvus_uri, s3_endpoint, collection, fake_import, tmp_path):
     corpus = copy_pages(tmp_path / "corpus", PAGES[:1])
-    cfg = RagConfig.load(overrides={
-        "corpus": {"path": str(corpus)},
-        "milvus": {"uri": milvus_uri, "collection": collection, "sink": "bulk_import",
-                   "bulk_stage_uri": f"s3://{BUCKET}/stage", "bulk_s3_endpoint": s3_endpoint,
-                   "bulk_import_url": fake_import.url},
-    })  # fmt: skip
+    cfg = bulk_cfg(corpus, milvus_uri, collection, s3_endpoint, fake_import)
     fake_import.fail_next = True
     with pytest.raises(ImportFailed, match="vector dimension mismatch"):
         run_ingest(cfg)
