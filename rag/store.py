@@ -40,14 +40,23 @@ class _DocStateBuilder:
     chunk_count: int = 0
 
 
+def _client(cfg: MilvusConfig) -> MilvusClient:
+    # A gRPC server with default limits (milvus-lite's) answers pings more often than every 5 minutes without
+    # data, or on an idle channel, with GOAWAY "too_many_pings", and the channel dies: ping no more than that.
+    options = {"grpc.keepalive_permit_without_calls": False, "grpc.keepalive_time_ms": 300_000}
+    return MilvusClient(uri=cfg.uri, token=cfg.token, timeout=cfg.timeout_s, grpc_options=options)
+
+
 def connect(cfg: MilvusConfig) -> MilvusClient:
     """Opens a client and checks the server answers; raises MilvusUnavailable with a one-line reason."""
     try:
-        # Keepalive pings on an idle channel make a gRPC server with default limits (milvus-lite's) answer
-        # GOAWAY "too_many_pings" and the channel dies; ping only while calls are in flight.
-        client = MilvusClient(uri=cfg.uri, token=cfg.token, timeout=cfg.timeout_s,
-                              grpc_options={"grpc.keepalive_permit_without_calls": False})  # fmt: skip
-        client.list_collections(timeout=cfg.timeout_s)
+        client = _client(cfg)
+        try:
+            client.list_collections(timeout=cfg.timeout_s)
+        except MilvusException:  # a cached channel the server has closed (GOAWAY, restart): once more, afresh
+            client.close()
+            client = _client(cfg)
+            client.list_collections(timeout=cfg.timeout_s)
     except MilvusException as e:
         raise MilvusUnavailable(f"cannot reach Milvus at {cfg.uri}: {e.message}") from None
     except Exception as e:  # grpc and socket errors surface as many types
