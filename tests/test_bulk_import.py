@@ -15,12 +15,11 @@ import boto3
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
-from pymilvus import MilvusClient
 
 from ingest_jobs.bulk_import import ImportFailed
 from ingest_jobs.ingest import run_ingest
-from rag.config import RagConfig
-from rag.store import MilvusChunkStore
+from rag.config import MilvusConfig, RagConfig
+from rag.store import MilvusChunkStore, connect
 from tests.conftest import copy_pages
 
 pytestmark = pytest.mark.integration
@@ -33,7 +32,7 @@ class FakeImportEndpoint:
     """Milvus' /v2/vectordb/jobs/import/{create,describe}, carried out against milvus-lite."""
 
     def __init__(self, milvus_uri: str, s3_endpoint: str):
-        self.client = MilvusClient(milvus_uri)
+        self.client = connect(MilvusConfig(uri=milvus_uri))  # the project's keepalive settings
         self.fs = pafs.S3FileSystem(endpoint_override=s3_endpoint, region="us-east-1")
         self.jobs: list[dict] = []
         self.fail_next = False
@@ -75,6 +74,7 @@ def fake_import(milvus_uri, s3_endpoint):
     endpoint = FakeImportEndpoint(milvus_uri, s3_endpoint)
     yield endpoint
     endpoint.server.shutdown()
+    endpoint.client.close()
 
 
 def bulk_cfg(corpus, milvus_uri: str, collection: str, s3_endpoint: str, endpoint: FakeImportEndpoint) -> RagConfig:
