@@ -94,6 +94,18 @@ async def engine_tokens(handle, request):
                     yield
 
 
+async def retrieval_latency(client: httpx.AsyncClient, n: int) -> list[float]:
+    """Seconds per /v1/retrieve call when ``n`` arrive at once: the part of RAG's TTFT that is not the engine."""
+
+    async def one(i: int) -> float:
+        started = time.perf_counter()
+        response = await client.post("/retrieve", json={"query": QUESTIONS[i % len(QUESTIONS)]})
+        response.raise_for_status()
+        return time.perf_counter() - started
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
 async def measure(tokens, result: Result) -> None:
     """Times one streamed request into ``result``: TTFT to the first content token, tokens, failures."""
     started = time.perf_counter()
@@ -167,7 +179,11 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], max_
     warm_up_retrieval(base_url)
     await run_batch(lambda i, r: measure(rag_tokens(client, QUESTIONS[i], max_tokens), r), 2)  # warm-up both paths
     await run_batch(lambda i, r: measure(engine_tokens(handle, engine_req(i)), r), 2)
+    http = httpx.AsyncClient(base_url=base_url, timeout=300)
     for n in concurrency:
+        seconds = await retrieval_latency(http, n)
+        print(f"retrieve N={n:<3d} p50 {statistics.median(seconds) * 1000:7.0f} ms  max {max(seconds) * 1000:7.0f} ms",
+              flush=True)  # fmt: skip
         # Both paths send the same prompts: empty vLLM's prefix cache before each, or the second gets free prefill.
         await llm.reset_prefix_cache.remote()
         rag = await run_batch(lambda i, r: measure(rag_tokens(client, QUESTIONS[i % len(QUESTIONS)], max_tokens), r), n)
@@ -187,6 +203,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "configs" / "local.yaml"))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--milvus-dir", help="keep Milvus data here between runs (a re-run skips unchanged pages)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     args = parser.parse_args()
 
@@ -199,8 +216,8 @@ def main() -> None:
     cfg = RagConfig.load(args.config, {
         **overrides,
         "corpus": {"path": args.corpus},
-        "milvus": {"uri": f"http://127.0.0.1:{free_port()}", "local_data_dir": tempfile.mkdtemp(prefix="bench-milvus-"),
-                   "collection": "bench_serve"},
+        "milvus": {"uri": f"http://127.0.0.1:{free_port()}", "collection": "bench_serve",
+                   "local_data_dir": args.milvus_dir or tempfile.mkdtemp(prefix="bench-milvus-")},
         "serve": {"port": free_port()},
     })  # fmt: skip
     start_local(cfg.milvus)

@@ -157,6 +157,12 @@ class ServeConfig(_Section):
     embed_batch_wait_timeout_s: float = Field(
         0.002, ge=0, description="Serve dynamic batching: wait to fill a batch (queries that arrive meanwhile join the next)."
     )
+    retrieve_max_batch_size: int = Field(
+        32, gt=0, description="Searches the Retriever sends Milvus as one call (concurrent questions share one)."
+    )
+    retrieve_batch_wait_timeout_s: float = Field(
+        0.002, ge=0, description="Serve dynamic batching of searches: wait to fill a batch."
+    )
 
 
 class RetrievalConfig(_Section):

@@ -37,10 +37,11 @@ def build_rag_app(cfg: RagConfig) -> Application:
         ray_actor_options={"num_cpus": 0.2, "num_gpus": min(cfg.embedder.num_gpus, 1)},
     ).bind(cfg.embedder.model_dump(), cfg.serve.embed_max_batch_size, cfg.serve.embed_batch_wait_timeout_s,
            cfg.serve.embed_num_threads)  # fmt: skip
-    retriever = serve.deployment(Retriever, name="Retriever", max_ongoing_requests=64,
-                                 ray_actor_options={"num_cpus": 0.1}).bind(  # fmt: skip
-        cfg.milvus.model_dump(), cfg.embedder.dim, cfg.retrieval.model_dump()
-    )
+    retriever = serve.deployment(
+        Retriever, name="Retriever", max_ongoing_requests=max(64, 4 * cfg.serve.retrieve_max_batch_size),
+        ray_actor_options={"num_cpus": 0.1},
+    ).bind(cfg.milvus.model_dump(), cfg.embedder.dim, cfg.retrieval.model_dump(), cfg.serve.retrieve_max_batch_size,
+           cfg.serve.retrieve_batch_wait_timeout_s)  # fmt: skip
     return serve.deployment(RagIngress, name="RagIngress", max_ongoing_requests=cfg.serve.max_ongoing_requests,
                             ray_actor_options={"num_cpus": 0.1}).bind(  # fmt: skip
         cfg.model_dump(mode="json"), model_source, embedder, retriever, llm

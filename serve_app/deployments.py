@@ -16,7 +16,7 @@ from rag.embedder import SentenceTransformersEmbedder
 from serve_app.ingress import RagService, build_fastapi
 from serve_app.prompt import PromptBuilder
 from serve_app.protocol import RetrievalFilter, SearchMode, Source
-from serve_app.retriever import MilvusRetriever
+from serve_app.retriever import MilvusRetriever, Search
 
 
 class QueryEmbedder:
@@ -45,12 +45,26 @@ class QueryEmbedder:
 
 
 class Retriever:
-    def __init__(self, cfg: dict[str, Any], dim: int, retrieval: dict[str, Any]):
+    """Searches with Serve's dynamic batching: concurrent questions share one Milvus call per search kind."""
+
+    def __init__(self, cfg: dict[str, Any], dim: int, retrieval: dict[str, Any], max_batch_size: int,
+                 batch_wait_timeout_s: float):  # fmt: skip
         self.retriever = MilvusRetriever(MilvusConfig.model_validate(cfg), dim, RetrievalConfig.model_validate(retrieval))
+        self.search.set_max_batch_size(max_batch_size)
+        self.search.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.recent_batch_sizes: deque[int] = deque(maxlen=1000)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
+    async def search(self, searches: list[Search]) -> list[list[Source]]:
+        self.recent_batch_sizes.append(len(searches))
+        return await asyncio.to_thread(self.retriever.retrieve_many, searches)
 
     async def retrieve(self, query: str, vector: list[float] | None, mode: SearchMode, top_k: int,
                        flt: RetrievalFilter | None) -> list[Source]:  # fmt: skip
-        return await asyncio.to_thread(self.retriever.retrieve, query, vector, mode=mode, top_k=top_k, flt=flt)
+        return await self.search(Search(query, vector, mode, top_k, flt))
+
+    def batch_sizes(self) -> list[int]:
+        return list(self.recent_batch_sizes)
 
 
 @serve.ingress()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pymilvus import AnnSearchRequest, RRFRanker
@@ -53,6 +55,17 @@ def fuse_minmax(dense: list[Source], bm25: list[Source], *, dense_weight: float,
     return [by_id[i].model_copy(update={"index": n, "score": fused[i]}) for n, i in enumerate(ranked, start=1)]
 
 
+@dataclass(frozen=True)
+class Search:
+    """One question for ``MilvusRetriever.retrieve_many``: the text (BM25) and its vector (dense), or either."""
+
+    query: str
+    vector: list[float] | None
+    mode: SearchMode
+    top_k: int
+    flt: RetrievalFilter | None = None
+
+
 class MilvusRetriever:
     """Searches one collection. ``retrieve`` takes both the query text (for BM25) and its vector (for dense)."""
 
@@ -72,36 +85,63 @@ class MilvusRetriever:
         self, query: str, vector: list[float] | None, *, mode: SearchMode, top_k: int,
         flt: RetrievalFilter | None = None,
     ) -> list[Source]:  # fmt: skip
-        """One search; for ``hybrid`` with client-side fusion, callers may run the two halves themselves."""
-        expr = filter_expr(flt)
+        return self.retrieve_many([Search(query, vector, mode, top_k, flt)])[0]
+
+    def retrieve_many(self, searches: list[Search]) -> list[list[Source]]:
+        """Answers many questions with one Milvus search per (field, limit, filter): Milvus scores a batch of
+        queries for much less than one call each, so concurrent questions share their searches."""
+        calls: list[Search] = []
+        plan: list[list[int]] = []  # per search, the calls whose hits make its answer
+        for search in searches:
+            if search.mode == "hybrid" and self.retrieval.fusion == "minmax":
+                limit = self.retrieval.candidates_for(search.top_k)
+                plan.append([len(calls), len(calls) + 1])
+                calls += [replace(search, mode="dense", top_k=limit), replace(search, mode="bm25", top_k=limit)]
+            else:
+                plan.append([len(calls)])
+                calls.append(search)
+        hits = self._run(calls)
+        answers = []
+        for search, slots in zip(searches, plan):
+            if len(slots) == 2:
+                dense, bm25 = (hits[i] for i in slots)
+                answers.append(fuse_minmax(dense, bm25, dense_weight=self.retrieval.dense_weight, top_k=search.top_k))
+            else:
+                answers.append(hits[slots[0]])
+        return answers
+
+    def _run(self, calls: list[Search]) -> list[list[Source]]:
+        groups: dict[tuple[SearchMode, int, str], list[int]] = defaultdict(list)
+        for i, call in enumerate(calls):
+            groups[(call.mode, call.top_k, filter_expr(call.flt))].append(i)
+        results: list[list[Source]] = [[] for _ in calls]
+        for (mode, limit, expr), members in groups.items():
+            batch = [calls[i] for i in members]
+            for i, hits in zip(members, self._search(mode, batch, limit, expr)):
+                results[i] = [self._source(n, hit, mode) for n, hit in enumerate(hits, start=1)]
+        return results
+
+    def _search(self, mode: SearchMode, batch: list[Search], limit: int, expr: str) -> list[list[dict[str, Any]]]:
+        vectors, queries = [s.vector for s in batch], [s.query for s in batch]
         if mode == "dense":
-            hits = self.client.search(
-                self.collection, data=[vector], anns_field="vector", limit=top_k, filter=expr,
+            return self.client.search(
+                self.collection, data=vectors, anns_field="vector", limit=limit, filter=expr,
                 output_fields=OUTPUT_FIELDS, search_params=self._dense_params(),
-            )[0]  # fmt: skip
-        elif mode == "bm25":
-            hits = self.client.search(
-                self.collection, data=[query], anns_field="sparse", limit=top_k, filter=expr,
-                output_fields=OUTPUT_FIELDS, search_params={"metric_type": "BM25"},
-            )[0]  # fmt: skip
-        elif self.retrieval.fusion == "rrf":
-            # Milvus ignores a top-level filter on hybrid_search: it must sit in each request.
-            limit = self.retrieval.candidates_for(top_k)
-            requests = [
-                AnnSearchRequest([vector], "vector", self._dense_params(), limit, expr=expr or None),
-                AnnSearchRequest([query], "sparse", {"metric_type": "BM25"}, limit, expr=expr or None),
-            ]
-            hits = self.client.hybrid_search(
-                self.collection, requests, RRFRanker(self.retrieval.rrf_k), limit=top_k, output_fields=OUTPUT_FIELDS
-            )[0]
-        else:
-            limit = self.retrieval.candidates_for(top_k)
-            return fuse_minmax(
-                self.retrieve(query, vector, mode="dense", top_k=limit, flt=flt),
-                self.retrieve(query, None, mode="bm25", top_k=limit, flt=flt),
-                dense_weight=self.retrieval.dense_weight, top_k=top_k,
             )  # fmt: skip
-        return [self._source(i, hit, mode) for i, hit in enumerate(hits, start=1)]
+        if mode == "bm25":
+            return self.client.search(
+                self.collection, data=queries, anns_field="sparse", limit=limit, filter=expr,
+                output_fields=OUTPUT_FIELDS, search_params={"metric_type": "BM25"},
+            )  # fmt: skip
+        # rrf in Milvus. It ignores a top-level filter on hybrid_search: the filter must sit in each request.
+        candidates = self.retrieval.candidates_for(limit)
+        requests = [
+            AnnSearchRequest(vectors, "vector", self._dense_params(), candidates, expr=expr or None),
+            AnnSearchRequest(queries, "sparse", {"metric_type": "BM25"}, candidates, expr=expr or None),
+        ]
+        return self.client.hybrid_search(
+            self.collection, requests, RRFRanker(self.retrieval.rrf_k), limit=limit, output_fields=OUTPUT_FIELDS
+        )
 
     @staticmethod
     def _source(index: int, hit: dict[str, Any], mode: SearchMode) -> Source:

@@ -13,7 +13,7 @@ from rag.embedder import SentenceTransformersEmbedder
 from rag.store import MilvusChunkStore
 from serve_app.errors import from_milvus_error
 from serve_app.protocol import RetrievalFilter, Source
-from serve_app.retriever import MilvusRetriever, filter_expr, fuse_minmax
+from serve_app.retriever import MilvusRetriever, Search, filter_expr, fuse_minmax
 from tests.conftest import free_port, wait_for_port
 
 pytestmark = pytest.mark.integration
@@ -77,6 +77,28 @@ def test_rrf_fusion_runs_in_milvus(retriever, embedder):
     hits = search(rrf, embedder, "HNSW graph neighbours M", "hybrid")
     assert hits[0].source == "guide/index.html"
     assert hits[0].score == pytest.approx(2 / 61)  # first in both lists: 1/(60+1) twice
+
+
+@pytest.mark.parametrize("fusion", ["minmax", "rrf"])
+def test_a_batch_answers_each_search_as_alone(retriever, embedder, fusion):
+    batched = MilvusRetriever(retriever.cfg, 384, RetrievalConfig(fusion=fusion), store=retriever.store)
+    queries = ["HNSW graph neighbours M", "install docker compose", "BM25 keyword score", "plants coffee"]
+    vectors = embedder.embed_queries(queries).tolist()
+    searches = [
+        Search(query, vector, mode, top_k, flt)
+        for query, vector in zip(queries, vectors)
+        for mode in ("dense", "bm25", "hybrid")
+        for top_k, flt in ((4, None), (2, RetrievalFilter(url_prefix="https://y/")))
+    ]
+    answers = batched.retrieve_many(searches)
+    assert len(answers) == len(searches) == 24
+    assert all(answer for search, answer in zip(searches, answers) if search.flt is None)
+    for search, answer in zip(searches, answers):
+        alone = batched.retrieve(search.query, search.vector, mode=search.mode, top_k=search.top_k, flt=search.flt)
+        assert [(s.id, s.index) for s in answer] == [(s.id, s.index) for s in alone], search
+        assert [s.score for s in answer] == pytest.approx([s.score for s in alone], abs=1e-5), search  # float32 BLAS
+        if search.flt:
+            assert {s.url for s in answer} <= {"https://y/bm25", "https://y/todo"}
 
 
 def _source(id: str, score: float) -> Source:

@@ -140,6 +140,20 @@ def test_embedder_batches_concurrent_requests(rag_app, client):
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
 
 
+def test_retriever_batches_concurrent_searches(rag_app):
+    from ray import serve
+
+    handle = serve.get_deployment_handle("Retriever", app_name="rag")
+    seen = len(handle.batch_sizes.remote().result())
+    queries = [f"how do I configure {topic}" for topic in ("kafka", "pulsar", "minio", "etcd", "tls", "rbac")] * 2
+    with ThreadPoolExecutor(len(queries)) as pool:
+        responses = list(pool.map(lambda q: retrieve(rag_app, query=q, search="hybrid", top_k=3), queries))
+    assert all(r.status_code == 200 and len(r.json()["data"]) == 3 for r in responses)
+    sizes = handle.batch_sizes.remote().result()[seen:]
+    # Each hybrid question is two searches (dense, BM25): 24 in all, sharing Milvus calls.
+    assert sum(sizes) == 2 * len(queries) and max(sizes) > 1, sizes
+
+
 def test_models_and_health(rag_app, client):
     assert [m.id for m in client.models.list().data] == ["rag"]
     assert httpx.get(rag_app[1].removesuffix("/v1") + "/healthz").json()["status"] == "ok"
