@@ -87,13 +87,24 @@ def stop_local(cfg: MilvusConfig, wait_s: float = 20.0) -> bool:
         return False
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if _exited(pid):
             return True
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
     return True
+
+
+def _exited(pid: int) -> bool:
+    try:  # started by this process (tests, benches): reap it, or it lingers as a zombie that still "exists"
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:  # started by another process (`rag milvus start`)
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def ensure_milvus(cfg: MilvusConfig) -> bool:

@@ -76,6 +76,8 @@ class MilvusRetriever:
         self.store = store if store is not None else MilvusChunkStore(cfg, dim)
         self.client = self.store.client
         self.collection = cfg.collection
+        # Milvus serves only loaded collections, and a restarted server comes back with them released.
+        self.client.load_collection(self.collection)
 
     def _dense_params(self) -> dict[str, Any]:
         params = {"ef": self.cfg.search_ef} if self.cfg.index_type in ("HNSW", "AUTOINDEX") else {}

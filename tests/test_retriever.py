@@ -10,6 +10,7 @@ from pymilvus import MilvusException
 
 from rag.config import EmbedderConfig, MilvusConfig, RetrievalConfig
 from rag.embedder import SentenceTransformersEmbedder
+from rag.milvus_server import start_local, stop_local
 from rag.store import MilvusChunkStore
 from serve_app.errors import from_milvus_error
 from serve_app.protocol import RetrievalFilter, Source
@@ -31,19 +32,23 @@ def embedder():
     return SentenceTransformersEmbedder(EmbedderConfig())
 
 
+def rows_for(embedder) -> list[dict]:
+    vectors = embedder.embed_documents([d[3] for d in DOCS])
+    return [
+        {"id": f"c{i}", "text": text, "vector": vectors[i].tolist(), "doc_id": f"d{i}", "source": source, "url": url,
+         "title": source, "heading": "H", "doc_type": doc_type, "chunk_index": 0, "chunk_count": 1, "doc_hash": "h",
+         "ingest_time": 0}
+        for i, (source, doc_type, url, text) in enumerate(DOCS)
+    ]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def retriever(milvus_uri, embedder):
     cfg = MilvusConfig(uri=milvus_uri, collection="retriever_unit")
     store = MilvusChunkStore(cfg, 384)
     store.drop()
     store.ensure_collection()
-    vectors = embedder.embed_documents([d[3] for d in DOCS])
-    store.upsert([
-        {"id": f"c{i}", "text": text, "vector": vectors[i].tolist(), "doc_id": f"d{i}", "source": source, "url": url,
-         "title": source, "heading": "H", "doc_type": doc_type, "chunk_index": 0, "chunk_count": 1, "doc_hash": "h",
-         "ingest_time": 0}
-        for i, (source, doc_type, url, text) in enumerate(DOCS)
-    ])  # fmt: skip
+    store.upsert(rows_for(embedder))
     return MilvusRetriever(cfg, 384, store=store)
 
 
@@ -121,6 +126,24 @@ def test_filter_expressions_are_quoted():
     assert filter_expr(None) == ""
     expr = filter_expr(RetrievalFilter(url_prefix='a"b', source_prefix="s/", doc_type=["html"]))
     assert expr == 'url like "a\\"b%" and source like "s/%" and doc_type in ["html"]'
+
+
+def test_a_restarted_milvus_serves_once_the_retriever_loads_the_collection(tmp_path, embedder):
+    cfg = MilvusConfig(uri=f"http://127.0.0.1:{free_port()}", collection="restarted", local_data_dir=str(tmp_path))
+    start_local(cfg)
+    try:
+        store = MilvusChunkStore(cfg, 384)
+        store.ensure_collection()
+        store.upsert(rows_for(embedder))
+        store.flush()
+    finally:
+        stop_local(cfg)
+    start_local(cfg)  # the collection comes back released: searching it as is fails
+    try:
+        hits = search(MilvusRetriever(cfg, 384), embedder, "HNSW graph neighbours M", "hybrid")
+        assert hits[0].source == "guide/index.html"
+    finally:
+        stop_local(cfg)
 
 
 def test_milvus_going_away_is_a_503(tmp_path, embedder):
