@@ -1,10 +1,11 @@
 """Serving latency and throughput: the RAG app against its own engine, in one run.
 
-    python bench/serve.py [--corpus ../shared/corpus/milvus-docs] [--concurrency 1 8 32] [--max-tokens 64]
+    python bench/serve.py [--corpus ../shared/corpus/milvus-docs] [--concurrency 1 8 32] [--rounds 3] [--max-tokens 64]
 
 For each N it sends N concurrent streaming chat requests to the app over HTTP (the official openai client),
-then the very same prompts (the messages the ingress builds: passages + question) straight to the engine's
-LLMServer deployment through a Serve handle, with no retrieval. It prints TTFT p50/p95, output tokens/s,
+and the very same prompts (the messages the ingress builds: passages + question) straight to the engine's
+LLMServer deployment through a Serve handle, with no retrieval; --rounds times, with other questions each
+round and the two paths taking turns going first, pooling all rounds. It prints TTFT p50/p95, output tokens/s,
 requests/s and failures for both, and the ratios. Targets on 2 cores: RAG TTFT p50 <= engine + 100 ms at
 N = 1 and 8, no failures at N = 32, RAG throughput >= 0.9x the engine's.
 """
@@ -53,14 +54,22 @@ QUESTIONS = [
 class Result:
     ttft_s: list[float] = field(default_factory=list)
     tokens: int = 0
+    requests: int = 0
     failures: int = 0
     wall_s: float = 0.0
+
+    def add(self, other: Result) -> None:
+        self.ttft_s += other.ttft_s
+        self.tokens += other.tokens
+        self.requests += other.requests
+        self.failures += other.failures
+        self.wall_s += other.wall_s
 
     def row(self, label: str, n: int) -> str:
         p50 = statistics.median(self.ttft_s) * 1000 if self.ttft_s else float("nan")
         p95 = statistics.quantiles(self.ttft_s, n=20)[-1] * 1000 if len(self.ttft_s) > 1 else p50
         return (f"{label:6s} N={n:<3d} TTFT p50 {p50:7.0f} ms  p95 {p95:7.0f} ms  {self.tokens / self.wall_s:7.1f} "
-                f"tok/s  {n / self.wall_s:6.2f} req/s  failures {self.failures}")  # fmt: skip
+                f"tok/s  {self.requests / self.wall_s:6.2f} req/s  failures {self.failures}")  # fmt: skip
 
     @property
     def p50(self) -> float:
@@ -94,16 +103,16 @@ async def engine_tokens(handle, request):
                     yield
 
 
-async def retrieval_latency(client: httpx.AsyncClient, n: int) -> list[float]:
-    """Seconds per /v1/retrieve call when ``n`` arrive at once: the part of RAG's TTFT that is not the engine."""
+async def retrieval_latency(client: httpx.AsyncClient, questions: list[str]) -> list[float]:
+    """Seconds per /v1/retrieve call when all arrive at once: the part of RAG's TTFT that is not the engine."""
 
-    async def one(i: int) -> float:
+    async def one(question: str) -> float:
         started = time.perf_counter()
-        response = await client.post("/retrieve", json={"query": QUESTIONS[i % len(QUESTIONS)]})
+        response = await client.post("/retrieve", json={"query": question})
         response.raise_for_status()
         return time.perf_counter() - started
 
-    return list(await asyncio.gather(*(one(i) for i in range(n))))
+    return list(await asyncio.gather(*(one(q) for q in questions)))
 
 
 async def measure(tokens, result: Result) -> None:
@@ -124,7 +133,7 @@ async def measure(tokens, result: Result) -> None:
 
 
 async def run_batch(make, n: int) -> Result:
-    result = Result()
+    result = Result(requests=n)
     started = time.perf_counter()
     await asyncio.gather(*(make(i, result) for i in range(n)))
     result.wall_s = time.perf_counter() - started
@@ -159,7 +168,8 @@ def warm_up_retrieval(base_url: str, rounds: int = 3) -> None:
           f"last round p50 {last:.0f} ms", flush=True)
 
 
-async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], max_tokens: int, model_source: str):
+async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], rounds: int, max_tokens: int,
+                     model_source: str):  # fmt: skip
     from ray import serve
     from transformers import AutoTokenizer
 
@@ -181,14 +191,22 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], max_
     await run_batch(lambda i, r: measure(engine_tokens(handle, engine_req(i)), r), 2)
     http = httpx.AsyncClient(base_url=base_url, timeout=300)
     for n in concurrency:
-        seconds = await retrieval_latency(http, n)
-        print(f"retrieve N={n:<3d} p50 {statistics.median(seconds) * 1000:7.0f} ms  max {max(seconds) * 1000:7.0f} ms",
-              flush=True)  # fmt: skip
-        # Both paths send the same prompts: empty vLLM's prefix cache before each, or the second gets free prefill.
-        await llm.reset_prefix_cache.remote()
-        rag = await run_batch(lambda i, r: measure(rag_tokens(client, QUESTIONS[i % len(QUESTIONS)], max_tokens), r), n)
-        await llm.reset_prefix_cache.remote()
-        engine = await run_batch(lambda i, r: measure(engine_tokens(handle, engine_req(i)), r), n)
+        seconds, rag, engine = [], Result(), Result()
+        for r in range(rounds):  # each round other questions; the two paths take turns going first
+            def question(i: int) -> int:
+                return (r * n + i) % len(QUESTIONS)
+
+            seconds += await retrieval_latency(http, [QUESTIONS[question(i)] for i in range(n)])
+            for path in (("rag", "engine") if r % 2 == 0 else ("engine", "rag")):
+                # Both paths send the same prompts: empty vLLM's prefix cache first, or the second gets free prefill.
+                await llm.reset_prefix_cache.remote()
+                if path == "rag":
+                    tokens = lambda i: rag_tokens(client, QUESTIONS[question(i)], max_tokens)  # noqa: E731
+                else:
+                    tokens = lambda i: engine_tokens(handle, engine_req(question(i)))  # noqa: E731
+                (rag if path == "rag" else engine).add(await run_batch(lambda i, res: measure(tokens(i), res), n))
+        print(f"retrieve N={n:<3d} p50 {statistics.median(seconds) * 1000:7.0f} ms  max {max(seconds) * 1000:7.0f} ms"
+              f"  (/v1/retrieve alone, {rounds} x {n} at once)")  # fmt: skip
         print(rag.row("rag", n))
         print(engine.row("engine", n))
         if rag.ttft_s and engine.ttft_s:
@@ -202,6 +220,7 @@ def main() -> None:
     parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "corpus" / "milvus-docs"))
     parser.add_argument("--config", default=str(REPO / "configs" / "local.yaml"))
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per N; figures pool all rounds")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--milvus-dir", help="keep Milvus data here between runs (a re-run skips unchanged pages)")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
@@ -231,7 +250,8 @@ def main() -> None:
         print(f"app ready in {time.perf_counter() - started:.0f} s; stream_batching_interval_ms="
               f"{cfg.llm.stream_batching_interval_ms}, max_tokens={args.max_tokens}", flush=True)
         base_url = f"http://127.0.0.1:{cfg.serve.port}/v1"
-        asyncio.run(main_async(cfg, base_url, args.concurrency, args.max_tokens, prepare_model_source(cfg.llm)))
+        asyncio.run(main_async(cfg, base_url, args.concurrency, args.rounds, args.max_tokens,
+                               prepare_model_source(cfg.llm)))  # fmt: skip
         serve.shutdown()
     finally:
         stop_local(cfg.milvus)
