@@ -64,7 +64,7 @@ def connect(cfg: MilvusConfig) -> MilvusClient:
     return client
 
 
-def quote_list(values: Iterable[str]) -> str:
+def _quote_list(values: Iterable[str]) -> str:
     return "[" + ", ".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "]"
 
 
@@ -152,14 +152,14 @@ class MilvusChunkStore:
 
     def delete_stale_chunks(self, doc_id: str, keep_ids: Iterable[str]) -> int:
         """Deletes a document's chunks that the latest ingest did not write."""
-        expr = f'doc_id == "{doc_id}" and id not in {quote_list(sorted(keep_ids))}'
+        expr = f'doc_id == "{doc_id}" and id not in {_quote_list(sorted(keep_ids))}'
         return self._delete(expr)
 
     def delete_documents(self, doc_ids: Iterable[str]) -> int:
         doc_ids = sorted(doc_ids)
         if not doc_ids:
             return 0
-        return self._delete(f"doc_id in {quote_list(doc_ids)}")
+        return self._delete(f"doc_id in {_quote_list(doc_ids)}")
 
     def _delete(self, expr: str) -> int:
         before = self._count(expr)

@@ -37,9 +37,6 @@ class QueryEmbedder:
         vectors = await asyncio.to_thread(self.embedder.embed_queries, texts)
         return vectors.tolist()
 
-    async def embed_query(self, text: str) -> list[float]:
-        return await self.embed_one(text)
-
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return list(await asyncio.gather(*(self.embed_one(t) for t in texts)))
 
@@ -64,7 +61,6 @@ class Retriever:
 
     async def retrieve(self, query: str, vector: list[float] | None, mode: SearchMode, top_k: int,
                        flt: RetrievalFilter | None) -> list[Source]:  # fmt: skip
-        """``vector`` was passed as the embedder's DeploymentResponse; Serve resolves it before this call."""
         return await self.search(Search(query, vector, mode, top_k, flt))
 
     def batch_sizes(self) -> list[int]:
@@ -84,7 +80,6 @@ class RagIngress:
         self.service = RagService(
             config,
             embed=lambda texts: embedder.embed.remote(texts),
-            embed_query=lambda text: embedder.embed_query.remote(text),
             retrieve=lambda q, v, mode, k, flt: retriever.retrieve.remote(q, v, mode, k, flt),
             generate=lambda request: llm_stream.chat.remote(request),
             prompt=PromptBuilder(AutoTokenizer.from_pretrained(model_source), max_model_len=config.llm.max_model_len),

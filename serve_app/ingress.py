@@ -6,6 +6,7 @@ objects and the Serve shell runs it with deployment handles.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,12 +29,10 @@ from serve_app.protocol import (
     SearchMode,
     Source,
 )
+from serve_app.retriever import fuse_minmax
 
 EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
-EmbedQueryFn = Callable[[str], Awaitable[list[float]]]
-# The query vector arrives as an awaitable (None for BM25): the retriever resolves it.
-RetrieveFn = Callable[[str, Awaitable[list[float]] | None, SearchMode, int, RetrievalFilter | None],
-                      Awaitable[list[Source]]]  # fmt: skip
+RetrieveFn = Callable[[str, list[float] | None, SearchMode, int, RetrievalFilter | None], Awaitable[list[Source]]]
 GenerateFn = Callable[[ChatCompletionRequest], AsyncIterator[Any]]
 EXTRA_FIELDS = tuple(RetrievalOptions.model_fields)
 CONVERSATION_ROLES = ("user", "assistant")
@@ -57,11 +56,10 @@ def _is_engine_error(item: Any) -> bool:
 class RagService:
     """The RAG request logic: validate, retrieve, fit the prompt, stream the engine's answer with sources."""
 
-    def __init__(self, cfg: RagConfig, *, embed: EmbedFn, embed_query: EmbedQueryFn, retrieve: RetrieveFn,
-                 generate: GenerateFn, prompt: PromptBuilder):  # fmt: skip
+    def __init__(self, cfg: RagConfig, *, embed: EmbedFn, retrieve: RetrieveFn, generate: GenerateFn,
+                 prompt: PromptBuilder):  # fmt: skip
         self.cfg = cfg
         self.embed = embed
-        self.embed_query = embed_query
         self.retrieve_fn = retrieve
         self.generate = generate
         self.prompt = prompt
@@ -112,10 +110,23 @@ class RagService:
     # ---- retrieval --------------------------------------------------------------------------------------
     async def sources_for(self, query: str, options: RetrievalOptions) -> list[Source]:
         mode = options.search or self.cfg.serve.search
-        # Under Serve the vector is a DeploymentResponse handed on unresolved: it goes from the embedder straight
-        # to the retriever, and the retriever batches BM25 and dense searches of concurrent questions together.
-        vector = None if mode == "bm25" else self.embed_query(query)
-        return await self.retrieve_fn(query, vector, mode, options.top_k or self.cfg.serve.top_k, options.filter)
+        top_k = options.top_k or self.cfg.serve.top_k
+        flt = options.filter
+        if mode == "bm25":  # needs no query vector
+            return await self.retrieve_fn(query, None, mode, top_k, flt)
+        if mode == "dense" or self.cfg.retrieval.fusion != "minmax":
+            vectors = await self.embed([query])
+            return await self.retrieve_fn(query, vectors[0], mode, top_k, flt)
+        # Client-side fusion: BM25 searches while the query embeds, then the dense half, then fusion here.
+        limit = self.cfg.retrieval.candidates_for(top_k)
+        bm25 = asyncio.ensure_future(self.retrieve_fn(query, None, "bm25", limit, flt))
+        try:
+            vectors = await self.embed([query])
+            dense = await self.retrieve_fn(query, vectors[0], "dense", limit, flt)
+        except BaseException:
+            bm25.cancel()  # the request fails with the first error, not with whatever BM25 did meanwhile
+            raise
+        return fuse_minmax(dense, await bm25, dense_weight=self.cfg.retrieval.dense_weight, top_k=top_k)
 
     async def retrieve(self, body: Any) -> dict[str, Any]:
         try:

@@ -9,11 +9,10 @@ from typing import Any
 from pymilvus import AnnSearchRequest, RRFRanker
 
 from rag.config import MilvusConfig, RetrievalConfig
-from rag.store import METADATA_FIELDS, MilvusChunkStore, quote_list
+from rag.store import METADATA_FIELDS, MilvusChunkStore
 from serve_app.protocol import RetrievalFilter, SearchMode, Source
 
 OUTPUT_FIELDS = ["text", *METADATA_FIELDS]
-SOURCE_FIELDS = ("url", "title", "heading", "source", "doc_type", "text")
 
 
 def _quote(value: str) -> str:
@@ -65,7 +64,6 @@ class Search:
     mode: SearchMode
     top_k: int
     flt: RetrievalFilter | None = None
-    fields: bool = True  # False: ids and scores only (fusion candidates)
 
 
 class MilvusRetriever:
@@ -93,68 +91,49 @@ class MilvusRetriever:
 
     def retrieve_many(self, searches: list[Search]) -> list[list[Source]]:
         """Answers many questions with one Milvus search per (field, limit, filter): Milvus scores a batch of
-        queries for much less than one call each, so concurrent questions share their searches. Fusion
-        candidates come back as ids and scores; only the passages that win are read, in one query."""
+        queries for much less than one call each, so concurrent questions share their searches."""
         calls: list[Search] = []
         plan: list[list[int]] = []  # per search, the calls whose hits make its answer
         for search in searches:
             if search.mode == "hybrid" and self.retrieval.fusion == "minmax":
                 limit = self.retrieval.candidates_for(search.top_k)
                 plan.append([len(calls), len(calls) + 1])
-                calls += [replace(search, mode=mode, top_k=limit, fields=False) for mode in ("dense", "bm25")]
+                calls += [replace(search, mode="dense", top_k=limit), replace(search, mode="bm25", top_k=limit)]
             else:
                 plan.append([len(calls)])
                 calls.append(search)
         hits = self._run(calls)
-        answers, fused = [], []
-        for n, (search, slots) in enumerate(zip(searches, plan)):
+        answers = []
+        for search, slots in zip(searches, plan):
             if len(slots) == 2:
                 dense, bm25 = (hits[i] for i in slots)
                 answers.append(fuse_minmax(dense, bm25, dense_weight=self.retrieval.dense_weight, top_k=search.top_k))
-                fused.append(n)
             else:
                 answers.append(hits[slots[0]])
-        for n, answer in zip(fused, self._read_fields([answers[n] for n in fused])):
-            answers[n] = answer
         return answers
 
     def _run(self, calls: list[Search]) -> list[list[Source]]:
-        groups: dict[tuple[SearchMode, int, str, bool], list[int]] = defaultdict(list)
+        groups: dict[tuple[SearchMode, int, str], list[int]] = defaultdict(list)
         for i, call in enumerate(calls):
-            groups[(call.mode, call.top_k, filter_expr(call.flt), call.fields)].append(i)
+            groups[(call.mode, call.top_k, filter_expr(call.flt))].append(i)
         results: list[list[Source]] = [[] for _ in calls]
-        for (mode, limit, expr, fields), members in groups.items():
+        for (mode, limit, expr), members in groups.items():
             batch = [calls[i] for i in members]
-            output_fields = OUTPUT_FIELDS if fields else []
-            for i, hits in zip(members, self._search(mode, batch, limit, expr, output_fields)):
+            for i, hits in zip(members, self._search(mode, batch, limit, expr)):
                 results[i] = [self._source(n, hit, mode) for n, hit in enumerate(hits, start=1)]
         return results
 
-    def _read_fields(self, answers: list[list[Source]]) -> list[list[Source]]:
-        """Text and metadata of fused passages, which were searched as ids and scores; one deleted meanwhile is dropped."""
-        ids = sorted({s.id for answer in answers for s in answer})
-        if not ids:
-            return answers
-        rows = self.client.query(self.collection, filter=f"id in {quote_list(ids)}", output_fields=OUTPUT_FIELDS)
-        by_id = {str(row["id"]): row for row in rows}
-        return [
-            [s.model_copy(update={"index": n, **{k: by_id[s.id].get(k, "") for k in SOURCE_FIELDS}})
-             for n, s in enumerate((s for s in answer if s.id in by_id), start=1)]
-            for answer in answers
-        ]  # fmt: skip
-
-    def _search(self, mode: SearchMode, batch: list[Search], limit: int, expr: str,
-                output_fields: list[str]) -> list[list[dict[str, Any]]]:  # fmt: skip
+    def _search(self, mode: SearchMode, batch: list[Search], limit: int, expr: str) -> list[list[dict[str, Any]]]:
         vectors, queries = [s.vector for s in batch], [s.query for s in batch]
         if mode == "dense":
             return self.client.search(
                 self.collection, data=vectors, anns_field="vector", limit=limit, filter=expr,
-                output_fields=output_fields, search_params=self._dense_params(),
+                output_fields=OUTPUT_FIELDS, search_params=self._dense_params(),
             )  # fmt: skip
         if mode == "bm25":
             return self.client.search(
                 self.collection, data=queries, anns_field="sparse", limit=limit, filter=expr,
-                output_fields=output_fields, search_params={"metric_type": "BM25"},
+                output_fields=OUTPUT_FIELDS, search_params={"metric_type": "BM25"},
             )  # fmt: skip
         # rrf in Milvus. It ignores a top-level filter on hybrid_search: the filter must sit in each request.
         candidates = self.retrieval.candidates_for(limit)
@@ -163,7 +142,7 @@ class MilvusRetriever:
             AnnSearchRequest(queries, "sparse", {"metric_type": "BM25"}, candidates, expr=expr or None),
         ]
         return self.client.hybrid_search(
-            self.collection, requests, RRFRanker(self.retrieval.rrf_k), limit=limit, output_fields=output_fields
+            self.collection, requests, RRFRanker(self.retrieval.rrf_k), limit=limit, output_fields=OUTPUT_FIELDS
         )
 
     @staticmethod
@@ -174,5 +153,5 @@ class MilvusRetriever:
             score = abs(score)  # milvus-lite returns BM25 as a negated distance; Milvus as a positive score
         return Source(
             index=index, id=str(hit.get("id", entity.get("id", ""))), score=score,
-            **{k: entity.get(k, "") for k in SOURCE_FIELDS},
+            **{k: entity.get(k, "") for k in ("url", "title", "heading", "source", "doc_type", "text")},
         )  # fmt: skip
