@@ -100,6 +100,7 @@ def test_a_batch_answers_each_search_as_alone(retriever, embedder, fusion):
     assert all(answer for search, answer in zip(searches, answers) if search.flt is None)
     for search, answer in zip(searches, answers):
         alone = batched.retrieve(search.query, search.vector, mode=search.mode, top_k=search.top_k, flt=search.flt)
+        assert all(s.text == DOCS[int(s.id[1:])][3] and s.url == DOCS[int(s.id[1:])][2] for s in answer), search
         assert [(s.id, s.index) for s in answer] == [(s.id, s.index) for s in alone], search
         assert [s.score for s in answer] == pytest.approx([s.score for s in alone], abs=1e-5), search  # float32 BLAS
         if search.flt:
