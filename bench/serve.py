@@ -33,6 +33,7 @@ from bench.ingest import free_port  # noqa: E402
 from ingest_jobs.ingest import run_ingest  # noqa: E402
 from rag.config import RagConfig, parse_overrides  # noqa: E402
 from rag.milvus_server import start_local, stop_local  # noqa: E402
+from serve_app.serve_config import SERVE_ENV  # noqa: E402
 
 QUESTIONS = [
     "How do I enable RBAC and create a user?", "What is the chunk cache?", "How do I configure object storage?",
@@ -115,6 +116,36 @@ async def retrieval_latency(client: httpx.AsyncClient, questions: list[str]) -> 
     return list(await asyncio.gather(*(one(q) for q in questions)))
 
 
+PROCESS_LABELS = {  # substring of a process's command line -> label
+    "RagIngress": "ingress", "rag:QueryEmbedder": "embedder", "rag:Retriever": "retriever", "ProxyActor": "proxy",
+    "milvus_lite": "milvus-lite", "LLMServer": "llm-replica", "EngineCore": "engine-core", "VLLM": "engine-worker",
+    "bench/serve.py": "bench-client",
+}  # fmt: skip
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far per labelled process: where a request's work goes on this host."""
+    import psutil
+
+    totals: dict[str, float] = {}
+    for proc in psutil.process_iter(["cmdline", "cpu_times"]):
+        cmdline = " ".join(proc.info["cmdline"] or [])
+        label = next((v for k, v in PROCESS_LABELS.items() if k in cmdline), None)
+        if label and proc.info["cpu_times"]:
+            totals[label] = totals.get(label, 0.0) + proc.info["cpu_times"].user + proc.info["cpu_times"].system
+    return totals
+
+
+def add_cpu_since(before: dict[str, float], totals: dict[str, float]) -> None:
+    for label, seconds in cpu_seconds().items():
+        totals[label] = totals.get(label, 0.0) + seconds - before.get(label, 0.0)
+
+
+def cpu_row(totals: dict[str, float], requests: int) -> str:
+    per_request = {k: v / requests * 1000 for k, v in totals.items()}
+    return "  ".join(f"{k} {v:.0f}" for k, v in sorted(per_request.items(), key=lambda kv: -kv[1]) if v >= 0.5)
+
+
 async def measure(tokens, result: Result) -> None:
     """Times one streamed request into ``result``: TTFT to the first content token, tokens, failures."""
     started = time.perf_counter()
@@ -192,11 +223,14 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], roun
     http = httpx.AsyncClient(base_url=base_url, timeout=300)
     for n in concurrency:
         seconds, rag, engine = [], Result(), Result()
+        cpu_retrieve, cpu_rag = {}, {}
         for r in range(rounds):  # each round other questions; the two paths take turns going first
             def question(i: int) -> int:
                 return (r * n + i) % len(QUESTIONS)
 
+            before = cpu_seconds()
             seconds += await retrieval_latency(http, [QUESTIONS[question(i)] for i in range(n)])
+            add_cpu_since(before, cpu_retrieve)
             for path in (("rag", "engine") if r % 2 == 0 else ("engine", "rag")):
                 # Both paths send the same prompts: empty vLLM's prefix cache first, or the second gets free prefill.
                 await llm.reset_prefix_cache.remote()
@@ -204,9 +238,14 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], roun
                     tokens = lambda i: rag_tokens(client, QUESTIONS[question(i)], max_tokens)  # noqa: E731
                 else:
                     tokens = lambda i: engine_tokens(handle, engine_req(question(i)))  # noqa: E731
+                before = cpu_seconds()
                 (rag if path == "rag" else engine).add(await run_batch(lambda i, res: measure(tokens(i), res), n))
+                if path == "rag":
+                    add_cpu_since(before, cpu_rag)
         print(f"retrieve N={n:<3d} p50 {statistics.median(seconds) * 1000:7.0f} ms  max {max(seconds) * 1000:7.0f} ms"
               f"  (/v1/retrieve alone, {rounds} x {n} at once)")  # fmt: skip
+        print(f"  CPU ms per request, /v1/retrieve: {cpu_row(cpu_retrieve, rounds * n)}")
+        print(f"  CPU ms per request, RAG chat:     {cpu_row(cpu_rag, rounds * n)}")
         print(rag.row("rag", n))
         print(engine.row("engine", n))
         if rag.ttft_s and engine.ttft_s:
@@ -241,7 +280,7 @@ def main() -> None:
     })  # fmt: skip
     start_local(cfg.milvus)
     try:
-        ray.init(log_to_driver=False)
+        ray.init(runtime_env={"env_vars": SERVE_ENV}, log_to_driver=False)
         summary = run_ingest(cfg)
         print(f"ingested {summary.documents} documents, {summary.collection_rows} chunks", flush=True)
         started = time.perf_counter()

@@ -47,9 +47,7 @@ def evaluate_retrieval(
     hybrid_variants: Mapping[str, RetrievalConfig] | None = None,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
     """A row per search mode, then one per labelled hybrid fusion setting; the queries are embedded once."""
-    retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim, cfg.retrieval)
-    if not retriever.client.has_collection(cfg.milvus.collection):
-        raise ValueError(f"collection {cfg.milvus.collection!r} does not exist at {cfg.milvus.uri}: run `rag ingest`")
+    retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim, cfg.retrieval)  # ValueError if there is no collection
     embedder = SentenceTransformersEmbedder(cfg.embedder)
     ids = list(questions.queries)
     vectors = dict(zip(ids, embedder.embed_queries([questions.queries[i] for i in ids]).tolist()))

@@ -28,7 +28,7 @@ def run_demo(argv: list[str]) -> int:
     from rag.milvus_server import ensure_milvus
     from rag.store import MilvusUnavailable
     from serve_app.app import build_rag_app
-    from serve_app.serve_config import APP_NAME
+    from serve_app.serve_config import APP_NAME, SERVE_ENV
 
     try:
         cfg = RagConfig.load(args.config, {"corpus": {"path": args.corpus}})
@@ -36,7 +36,7 @@ def run_demo(argv: list[str]) -> int:
     except (ConfigError, MilvusUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ray.init()
+    ray.init(runtime_env={"env_vars": SERVE_ENV})
     print(run_ingest(cfg).format(), flush=True)
 
     started = time.perf_counter()

@@ -76,6 +76,8 @@ class MilvusRetriever:
         self.store = store if store is not None else MilvusChunkStore(cfg, dim)
         self.client = self.store.client
         self.collection = cfg.collection
+        if not self.client.has_collection(self.collection):
+            raise ValueError(f"collection {self.collection!r} does not exist at {cfg.uri}: run `rag ingest` first")
         # Milvus serves only loaded collections, and a restarted server comes back with them released.
         self.client.load_collection(self.collection)
 

@@ -14,6 +14,13 @@ from rag.config import RagConfig
 
 APP_NAME = "rag"
 IMPORT_PATH = "serve_app.app:build_app"
+# Ray Serve's low-overhead mode: user code and routing on each replica's main event loop, gRPC between
+# deployments, buffered access logs. Every call and every streamed token pays less Python in the proxy and
+# the replicas, which on a small CPU host is the headroom the engine needs (bench/serve.py, README). Without
+# its direct ingress, which drops the proxy and serves each ingress replica on a port of its own. Local
+# drivers pass it as the job's runtime_env (Serve's controller, proxy and replicas all inherit it, the driver
+# keeps its own); `make serve` and a cluster set it in the environment Ray starts in.
+SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
 
 
 class AppArgs(BaseModel):

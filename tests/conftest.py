@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rag.milvus_server import SINGLE_THREADED
+from serve_app.serve_config import SERVE_ENV
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -71,7 +72,7 @@ def ray_cluster():
         num_cpus=4,
         include_dashboard=True,
         dashboard_port=dashboard_port,
-        runtime_env={"env_vars": S3_ENV},
+        runtime_env={"env_vars": {**S3_ENV, **SERVE_ENV}},  # the Serve app under test runs as shipped
         log_to_driver=False,
     )
     yield ctx

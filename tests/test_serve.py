@@ -154,6 +154,16 @@ def test_retriever_batches_concurrent_searches(rag_app):
     assert sum(sizes) == 2 * len(queries) and max(sizes) > 1, sizes
 
 
+def test_replicas_run_in_serves_low_overhead_mode(rag_app):
+    import psutil
+
+    from serve_app.serve_config import SERVE_ENV
+
+    envs = [p.environ() for p in psutil.process_iter(["cmdline"])
+            if "ServeReplica:rag:RagIngress" in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+    assert envs and all(env.get(name) == value for env in envs for name, value in SERVE_ENV.items())
+
+
 def test_models_and_health(rag_app, client):
     assert [m.id for m in client.models.list().data] == ["rag"]
     assert httpx.get(rag_app[1].removesuffix("/v1") + "/healthz").json()["status"] == "ok"

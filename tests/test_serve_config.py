@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 
 from rag.config import RagConfig
-from serve_app.serve_config import IMPORT_PATH, AppArgs, serve_config_yaml
+from serve_app.serve_config import IMPORT_PATH, SERVE_ENV, AppArgs, serve_config_yaml
 from serve_app.llm import llm_config_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,3 +36,8 @@ def test_llm_config_on_cpu_and_gpu():
         "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16,
     }  # fmt: skip
     assert gpu["model_loading_config"]["model_id"] == "rag"
+
+
+def test_make_serve_starts_ray_with_the_serve_env():
+    serve_line = next(line for line in (REPO / "Makefile").read_text().splitlines() if "serve run" in line)
+    assert all(f"{name}={value} " in serve_line for name, value in SERVE_ENV.items())
