@@ -23,13 +23,21 @@ __all__ = [
 ]
 
 
+NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
+
+
 class RetrievalFilter(BaseModel):
     """Metadata filters; each becomes part of every Milvus search request."""
 
     model_config = ConfigDict(extra="forbid")
 
-    url_prefix: str | None = Field(None, description="Only passages whose URL starts with this.")
-    source_prefix: str | None = Field(None, description="Only passages whose corpus path starts with this.")
+    # No control characters: a newline would end the quoted string in the Milvus expression.
+    url_prefix: str | None = Field(
+        None, pattern=NO_CONTROL_CHARS, description="Only passages whose URL starts with this."
+    )
+    source_prefix: str | None = Field(
+        None, pattern=NO_CONTROL_CHARS, description="Only passages whose corpus path starts with this."
+    )
     doc_type: list[Literal["html", "markdown", "text"]] | None = Field(None, description="Only these document types.")
 
 

@@ -181,6 +181,8 @@ BAD_REQUESTS = [
     ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "top_k": 0}, 400, "top_k"),
     ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "search": "fuzzy"}, 400, "search"),
     ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "filter": {"sql": "1"}}, 400, "filter"),
+    ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "filter": {"url_prefix": "a\nb"}}, 400,
+     "url_prefix"),
     ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400, "temperature"),
 ]
 
