@@ -137,7 +137,9 @@ class LLMConfig(_Section):
     max_replicas: int = Field(1, ge=1, description="Engine autoscaling upper bound.")
     target_ongoing_requests: int = Field(16, gt=0, description="Engine autoscaling target per replica.")
     stream_batching_interval_ms: int = Field(
-        50, ge=0, description="Token stream batching; 0 sends each token at once (see README for the trade-off)."
+        200, ge=0,
+        description="Token stream batching: at most one message per stream per interval, the first token at once; "
+        "0 sends each token as it comes (see README for the trade-off).",
     )
     cpu_nice: int = Field(
         10, ge=0, le=19, description="CPU engine only: run it at this nice level so retrieval and streaming keep a core."

@@ -14,6 +14,7 @@ from ray.serve.llm import LLMServer
 from rag.config import EmbedderConfig, MilvusConfig, RagConfig, RetrievalConfig
 from rag.embedder import SentenceTransformersEmbedder
 from serve_app.ingress import RagService, build_fastapi
+from serve_app.llm import throttled
 from serve_app.prompt import PromptBuilder
 from serve_app.protocol import RetrievalFilter, SearchMode, Source
 from serve_app.retriever import MilvusRetriever, Search
@@ -89,12 +90,16 @@ class RagIngress:
         return build_fastapi(self.service)
 
 
-class NicedLLMServer(LLMServer):
-    """LLMServer whose engine runs at a lower CPU priority. vLLM's CPU engine keeps its scheduler process
-    spinning on the core it reserves and its workers on the rest; on a small host that starves the proxy,
-    ingress, embedder and Milvus, and requests queue in front of an engine that is not even busy."""
+class RagLLMServer(LLMServer):
+    """LLMServer with two changes for this app. Its engine runs at a lower CPU priority: vLLM's CPU engine keeps
+    its scheduler process spinning on the core it reserves and its workers on the rest, which on a small host
+    starves the proxy, ingress, embedder and Milvus. And its token stream is ``throttled``: Ray's batcher holds
+    even the first token until its next tick."""
 
     async def __init__(self, llm_config, *, nice: int = 0, **kwargs):
         if nice:
             os.nice(nice)  # inherited by the engine processes vLLM starts next
         await super().__init__(llm_config, **kwargs)
+
+    def _batch_output_stream(self, generator):
+        return throttled(generator, self._get_batch_interval_ms() / 1000)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 from rag.config import LLMConfig as RagLLMConfig
 
@@ -65,3 +70,37 @@ def llm_config_kwargs(cfg: RagLLMConfig, model_source: str) -> dict[str, Any]:
         engine_kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         engine_kwargs["tensor_parallel_size"] = max(1, int(cfg.num_gpus))
     return kwargs
+
+
+async def throttled(stream: AsyncIterator[T], interval_s: float) -> AsyncIterator[list[T]]:
+    """Lists of the stream's items, at most one list per ``interval_s``, and at once when none went out in the
+    last interval: the first token never waits for a tick, and a stream that produces faster than the
+    interval costs one message per interval through every hop to the client, not one per token."""
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for item in stream:
+                queue.put_nowait((False, item))
+        finally:
+            queue.put_nowait((True, None))
+
+    task = asyncio.create_task(pump())
+    sent_at = float("-inf")
+    try:
+        while True:
+            entries = [await queue.get()]
+            wait = sent_at + interval_s - time.monotonic()
+            # Even unthrottled, yield once: vLLM sends the role chunk and the first token back to back.
+            await asyncio.sleep(max(wait, 0))
+            while not queue.empty():
+                entries.append(queue.get_nowait())
+            batch = [item for done, item in entries if not done]
+            if batch:
+                yield batch
+                sent_at = time.monotonic()
+            if any(done for done, _ in entries):
+                task.result()  # the stream's own exception, if it ended with one
+                return
+    finally:
+        task.cancel()

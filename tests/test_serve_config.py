@@ -29,7 +29,7 @@ def test_llm_config_on_cpu_and_gpu():
     local = llm_config_kwargs(RagConfig.load(REPO / "configs" / "local.yaml").llm, "/m")
     assert local["accelerator_config"] == {"kind": "cpu"}
     assert local["engine_kwargs"]["enforce_eager"] and local["engine_kwargs"]["kv_cache_memory_bytes"] > 0
-    assert local["experimental_configs"]["stream_batching_interval_ms"] == 50
+    assert local["experimental_configs"]["stream_batching_interval_ms"] == 200
     gpu = llm_config_kwargs(RagConfig.load(REPO / "configs" / "gpu.yaml").llm, "meta-llama/Llama-3.1-8B-Instruct")
     assert "accelerator_config" not in gpu and gpu["engine_kwargs"]["gpu_memory_utilization"] == 0.9
     assert gpu["deployment_config"]["autoscaling_config"] == {

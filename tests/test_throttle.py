@@ -1,0 +1,50 @@
+"""The engine's token stream batching (serve_app.llm.throttled), with plain async generators."""
+
+import asyncio
+import time
+
+import pytest
+
+from serve_app.llm import throttled
+
+
+async def tokens(delays: list[float], error: str | None = None):
+    for i, delay in enumerate(delays):
+        await asyncio.sleep(delay)
+        yield i
+    if error:
+        raise RuntimeError(error)
+
+
+async def collect(stream, interval_s: float) -> list[tuple[float, list[int]]]:
+    started, out = time.monotonic(), []
+    async for batch in throttled(stream, interval_s):
+        out.append((time.monotonic() - started, batch))
+    return out
+
+
+def test_first_token_goes_at_once_then_at_most_one_list_per_interval():
+    out = asyncio.run(collect(tokens([0.0] + [0.02] * 10), 0.1))
+    assert [i for _, batch in out for i in batch] == list(range(11))  # every token, in order
+    assert out[0] == (pytest.approx(0.0, abs=0.05), [0])
+    gaps = [b[0] - a[0] for a, b in zip(out, out[1:])]
+    assert all(gap >= 0.09 for gap in gaps), gaps
+    assert 3 <= len(out) <= 5  # 11 tokens over ~0.2 s in about three ticks, not 11 messages
+
+
+def test_a_token_after_a_quiet_interval_is_not_held_and_back_to_back_tokens_go_together():
+    out = asyncio.run(collect(tokens([0.0, 0.0, 0.3]), 0.1))
+    assert [batch for _, batch in out] == [[0, 1], [2]]
+    assert out[1][0] == pytest.approx(0.3, abs=0.05)
+
+
+def test_the_streams_error_reaches_the_consumer_after_its_tokens():
+    seen = []
+
+    async def run():
+        async for batch in throttled(tokens([0.0, 0.01], error="engine died"), 0.05):
+            seen.extend(batch)
+
+    with pytest.raises(RuntimeError, match="engine died"):
+        asyncio.run(run())
+    assert seen == [0, 1]
