@@ -4,6 +4,7 @@ and print the streamed answer and its sources. It imports both paths, so it live
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 
@@ -45,6 +46,8 @@ def run_demo(argv: list[str]) -> int:
     base_url = f"http://{cfg.serve.host}:{cfg.serve.port}/v1"
     print(f"\nServe app ready at {base_url} in {time.perf_counter() - started:.0f}s\n\nQ: {args.question}\nA: ", end="")
 
+    for http_logger in ("httpx", "httpx2"):  # the openai client's; Ray's driver logging would print each request
+        logging.getLogger(http_logger).setLevel(logging.WARNING)
     client = OpenAI(base_url=base_url, api_key="not-needed-locally")
     sources = []
     extra = {"search": args.search} if args.search else None
