@@ -20,7 +20,19 @@ from serve_app.protocol import RetrievalFilter, SearchMode, Source
 from serve_app.retriever import MilvusRetriever, Search
 
 
-class QueryEmbedder:
+class _Batching:
+    """Sizes a ``@serve.batch`` method from the config and keeps the recent batch sizes (tests read them)."""
+
+    def _batch(self, method, max_batch_size: int, batch_wait_timeout_s: float) -> None:
+        method.set_max_batch_size(max_batch_size)
+        method.set_batch_wait_timeout_s(batch_wait_timeout_s)
+        self.recent_batch_sizes: deque[int] = deque(maxlen=1000)
+
+    def batch_sizes(self) -> list[int]:
+        return list(self.recent_batch_sizes)
+
+
+class QueryEmbedder(_Batching):
     """Embeds queries with Serve's dynamic batching: concurrent requests share one forward pass."""
 
     def __init__(self, cfg: dict[str, Any], max_batch_size: int, batch_wait_timeout_s: float, num_threads: int = 1):
@@ -28,9 +40,7 @@ class QueryEmbedder:
 
         torch.set_num_threads(num_threads)
         self.embedder = SentenceTransformersEmbedder(EmbedderConfig.model_validate(cfg))
-        self.embed_one.set_max_batch_size(max_batch_size)
-        self.embed_one.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self.recent_batch_sizes: deque[int] = deque(maxlen=1000)
+        self._batch(self.embed_one, max_batch_size, batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def embed_one(self, texts: list[str]) -> list[list[float]]:
@@ -41,19 +51,14 @@ class QueryEmbedder:
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return list(await asyncio.gather(*(self.embed_one(t) for t in texts)))
 
-    def batch_sizes(self) -> list[int]:
-        return list(self.recent_batch_sizes)
 
-
-class Retriever:
+class Retriever(_Batching):
     """Searches with Serve's dynamic batching: concurrent questions share one Milvus call per search kind."""
 
     def __init__(self, cfg: dict[str, Any], dim: int, retrieval: dict[str, Any], max_batch_size: int,
                  batch_wait_timeout_s: float):  # fmt: skip
         self.retriever = MilvusRetriever(MilvusConfig.model_validate(cfg), dim, RetrievalConfig.model_validate(retrieval))
-        self.search.set_max_batch_size(max_batch_size)
-        self.search.set_batch_wait_timeout_s(batch_wait_timeout_s)
-        self.recent_batch_sizes: deque[int] = deque(maxlen=1000)
+        self._batch(self.search, max_batch_size, batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def search(self, searches: list[Search]) -> list[list[Source]]:
@@ -63,9 +68,6 @@ class Retriever:
     async def retrieve(self, query: str, vector: list[float] | None, mode: SearchMode, top_k: int,
                        flt: RetrievalFilter | None) -> list[Source]:  # fmt: skip
         return await self.search(Search(query, vector, mode, top_k, flt))
-
-    def batch_sizes(self) -> list[int]:
-        return list(self.recent_batch_sizes)
 
 
 @serve.ingress()

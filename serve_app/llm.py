@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-T = TypeVar("T")
-
 from rag.config import LLMConfig as RagLLMConfig
+
+T = TypeVar("T")
 
 PACKAGED_SMOLLM2 = "smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
