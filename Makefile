@@ -19,8 +19,8 @@ ingest: install
 demo: install
 	.venv/bin/rag demo --corpus $(CORPUS) --config $(CONFIG)
 
-serve: install  # with Serve's low-overhead mode, as `rag demo` sets it (serve_app/serve_config.py SERVE_ENV)
-	RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_DIRECT_INGRESS=0 .venv/bin/serve run configs/serve_local.yaml
+serve: install  # Ray and Serve set up as `rag demo` does (serve_app/serve_config.py RAY_START_ENV, SERVE_ENV)
+	RAY_worker_niceness=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_DIRECT_INGRESS=0 .venv/bin/serve run configs/serve_local.yaml
 
 test: install
 	$(PY) -m pytest

@@ -23,7 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import ray
 from openai import AsyncOpenAI
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +32,7 @@ from bench.ingest import free_port  # noqa: E402
 from ingest_jobs.ingest import run_ingest  # noqa: E402
 from rag.config import RagConfig, parse_overrides  # noqa: E402
 from rag.milvus_server import start_local, stop_local  # noqa: E402
-from serve_app.serve_config import SERVE_ENV  # noqa: E402
+from serve_app.serve_config import init_local_ray  # noqa: E402
 
 QUESTIONS = [
     "How do I enable RBAC and create a user?", "What is the chunk cache?", "How do I configure object storage?",
@@ -280,7 +279,7 @@ def main() -> None:
     })  # fmt: skip
     start_local(cfg.milvus)
     try:
-        ray.init(runtime_env={"env_vars": SERVE_ENV}, log_to_driver=False)
+        init_local_ray(log_to_driver=False)
         summary = run_ingest(cfg)
         print(f"ingested {summary.documents} documents, {summary.collection_rows} chunks", flush=True)
         started = time.perf_counter()

@@ -20,7 +20,6 @@ def run_demo(argv: list[str]) -> int:
     parser.add_argument("--keep-serving", action="store_true", help="leave the app running after the answer")
     args = parser.parse_args(argv)
 
-    import ray
     from openai import OpenAI
     from ray import serve
 
@@ -29,7 +28,7 @@ def run_demo(argv: list[str]) -> int:
     from rag.milvus_server import ensure_milvus
     from rag.store import MilvusUnavailable
     from serve_app.app import build_rag_app
-    from serve_app.serve_config import APP_NAME, SERVE_ENV
+    from serve_app.serve_config import APP_NAME, init_local_ray
 
     try:
         cfg = RagConfig.load(args.config, {"corpus": {"path": args.corpus}})
@@ -37,7 +36,7 @@ def run_demo(argv: list[str]) -> int:
     except (ConfigError, MilvusUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    ray.init(runtime_env={"env_vars": SERVE_ENV})
+    init_local_ray()
     print(run_ingest(cfg).format(), flush=True)
 
     started = time.perf_counter()

@@ -49,7 +49,12 @@ SINGLE_THREADED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM
 
 
 def start_local(cfg: MilvusConfig, wait_s: float = 60.0) -> int:
-    """Starts a detached milvus-lite server for ``cfg.uri`` (it outlives this process) and waits until it answers."""
+    """Starts a detached milvus-lite server for ``cfg.uri`` (it outlives this process) and waits until it answers.
+
+    Its own process group keeps a Ctrl-C to the caller away from it. It stays in the caller's session: with
+    Linux's autogroup scheduling a new session is a new CPU group, where nice means nothing to the rest; beside a
+    busy CPU engine it then waited runnable for seconds at a time (bench/serve.py traces, README).
+    """
     if not is_loopback(cfg.uri):
         raise MilvusUnavailable(f"refusing to start a local Milvus for non-loopback URI {cfg.uri}")
     host, port = _host_port(cfg.uri)
@@ -59,7 +64,7 @@ def start_local(cfg: MilvusConfig, wait_s: float = 60.0) -> int:
         proc = subprocess.Popen(
             [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir), "--host", host,
              "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0,
             env={**os.environ, **SINGLE_THREADED},
         )  # fmt: skip
     _pid_file(cfg).write_text(str(proc.pid))

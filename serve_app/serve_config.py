@@ -5,6 +5,7 @@ Kept free of Ray Serve and vLLM imports so the CLI can print it quickly and clea
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import yaml
@@ -21,6 +22,20 @@ IMPORT_PATH = "serve_app.app:build_app"
 # drivers pass it as the job's runtime_env (Serve's controller, proxy and replicas all inherit it, the driver
 # keeps its own); `make serve` and a cluster set it in the environment Ray starts in.
 SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+# Ray starts its workers at nice 15. The CPU engine adds llm.cpu_nice to that and stops at 19, so replicas and
+# engine ended up nearly equal and a burst of retrievals queued behind the engine's prefill. At 0 the replicas
+# outrank the engine as llm.cpu_nice means. The raylet reads it when it starts: it belongs in the environment of
+# whatever starts Ray (`init_local_ray`, `make serve`, a cluster's `ray start`).
+RAY_START_ENV = {"RAY_worker_niceness": "0"}
+
+
+def init_local_ray(env_vars: dict[str, str] | None = None, **kwargs: Any):
+    """``ray.init`` for a local cluster that runs this app as shipped: RAY_START_ENV for the raylet it starts,
+    SERVE_ENV (plus ``env_vars``) for the job's processes."""
+    import ray
+
+    os.environ.update(RAY_START_ENV)
+    return ray.init(runtime_env={"env_vars": {**(env_vars or {}), **SERVE_ENV}}, **kwargs)
 
 
 class AppArgs(BaseModel):

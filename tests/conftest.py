@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rag.milvus_server import SINGLE_THREADED
-from serve_app.serve_config import SERVE_ENV
+from serve_app.serve_config import init_local_ray
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -68,12 +68,8 @@ def ray_cluster():
     dashboard_port = free_port()
     # More logical CPUs than cores: the Serve app (about 1.6 CPUs reserved) and an ingest job (about 1.35) may
     # both be up in one session; the reservations are scheduling tokens, the cores are shared either way.
-    ctx = ray.init(
-        num_cpus=4,
-        include_dashboard=True,
-        dashboard_port=dashboard_port,
-        runtime_env={"env_vars": {**S3_ENV, **SERVE_ENV}},  # the Serve app under test runs as shipped
-        log_to_driver=False,
+    ctx = init_local_ray(  # the Serve app under test runs as shipped
+        S3_ENV, num_cpus=4, include_dashboard=True, dashboard_port=dashboard_port, log_to_driver=False
     )
     yield ctx
     ray.shutdown()

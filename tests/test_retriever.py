@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -131,7 +132,10 @@ def test_filter_expressions_are_quoted():
 
 def test_a_restarted_milvus_serves_once_the_retriever_loads_the_collection(tmp_path, embedder):
     cfg = MilvusConfig(uri=f"http://127.0.0.1:{free_port()}", collection="restarted", local_data_dir=str(tmp_path))
-    start_local(cfg)
+    pid = start_local(cfg)
+    # Own process group (a Ctrl-C to the caller spares it), same session: a new session is a new autogroup
+    # for Linux's scheduler, where the CPU engine's nice no longer ranks it below the server.
+    assert os.getpgid(pid) == pid and os.getsid(pid) == os.getsid(0)
     try:
         store = MilvusChunkStore(cfg, 384)
         store.ensure_collection()

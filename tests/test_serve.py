@@ -155,13 +155,24 @@ def test_retriever_batches_concurrent_searches(rag_app):
 
 
 def test_replicas_run_in_serves_low_overhead_mode(rag_app):
-    import psutil
-
     from serve_app.serve_config import SERVE_ENV
 
-    envs = [p.environ() for p in psutil.process_iter(["cmdline"])
-            if "ServeReplica:rag:RagIngress" in " ".join(p.info["cmdline"] or [])]  # fmt: skip
+    envs = [p.environ() for p in _processes("ServeReplica:rag:RagIngress")]
     assert envs and all(env.get(name) == value for env in envs for name, value in SERVE_ENV.items())
+
+
+def test_replicas_outrank_the_cpu_engine(rag_app):
+    # Ray would start the replicas at nice 15, where the engine's +10 stops at 19 and hardly ranks lower.
+    replicas = [p.nice() for p in _processes("ServeReplica:rag:RagIngress", "ServeReplica:rag:Retriever")]
+    engine = [p.nice() for p in _processes("EngineCore")]
+    assert replicas == [0, 0] and engine and min(engine) >= 10, (replicas, engine)
+
+
+def _processes(*markers: str) -> list:
+    import psutil
+
+    return [p for p in psutil.process_iter(["cmdline"])
+            if any(m in " ".join(p.info["cmdline"] or []) for m in markers)]  # fmt: skip
 
 
 def test_models_and_health(rag_app, client):

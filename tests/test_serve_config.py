@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 
 from rag.config import RagConfig
-from serve_app.serve_config import IMPORT_PATH, SERVE_ENV, AppArgs, serve_config_yaml
+from serve_app.serve_config import IMPORT_PATH, RAY_START_ENV, SERVE_ENV, AppArgs, serve_config_yaml
 from serve_app.llm import llm_config_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -40,4 +40,4 @@ def test_llm_config_on_cpu_and_gpu():
 
 def test_make_serve_starts_ray_with_the_serve_env():
     serve_line = next(line for line in (REPO / "Makefile").read_text().splitlines() if "serve run" in line)
-    assert all(f"{name}={value} " in serve_line for name, value in SERVE_ENV.items())
+    assert all(f"{name}={value} " in serve_line for name, value in {**RAY_START_ENV, **SERVE_ENV}.items())
