@@ -53,7 +53,7 @@ def start_local(cfg: MilvusConfig, wait_s: float = 60.0) -> int:
 
     Its own process group keeps a Ctrl-C to the caller away from it. It stays in the caller's session: with
     Linux's autogroup scheduling a new session is a new CPU group, where nice means nothing to the rest; beside a
-    busy CPU engine it then waited runnable for seconds at a time (bench/serve.py traces, README).
+    busy CPU engine it then waited runnable for seconds at a time (README, Benchmarks: scheduling fixes).
     """
     if not is_loopback(cfg.uri):
         raise MilvusUnavailable(f"refusing to start a local Milvus for non-loopback URI {cfg.uri}")
