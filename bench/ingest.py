@@ -31,7 +31,6 @@ from ingest_jobs.read import Corpus  # noqa: E402
 from rag.config import RagConfig  # noqa: E402
 from rag.embedder import load_sentence_transformer  # noqa: E402
 from rag.milvus_server import start_local, stop_local  # noqa: E402
-from rag.store import MilvusChunkStore  # noqa: E402
 
 
 def free_port() -> int:

@@ -221,7 +221,7 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], roun
     await run_batch(lambda i, r: measure(engine_tokens(handle, engine_req(i)), r), 2)
     http = httpx.AsyncClient(base_url=base_url, timeout=300)
     for n in concurrency:
-        seconds, rag, engine = [], Result(), Result()
+        seconds, rag, engine, round_diffs = [], Result(), Result(), []
         cpu_retrieve, cpu_rag = {}, {}
         for r in range(rounds):  # each round other questions; the two paths take turns going first
             def question(i: int) -> int:
@@ -230,6 +230,7 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], roun
             before = cpu_seconds()
             seconds += await retrieval_latency(http, [QUESTIONS[question(i)] for i in range(n)])
             add_cpu_since(before, cpu_retrieve)
+            this_round = {}
             for path in (("rag", "engine") if r % 2 == 0 else ("engine", "rag")):
                 # Both paths send the same prompts: empty vLLM's prefix cache first, or the second gets free prefill.
                 await llm.reset_prefix_cache.remote()
@@ -238,9 +239,12 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], roun
                 else:
                     tokens = lambda i: engine_tokens(handle, engine_req(question(i)))  # noqa: E731
                 before = cpu_seconds()
-                (rag if path == "rag" else engine).add(await run_batch(lambda i, res: measure(tokens(i), res), n))
+                this_round[path] = await run_batch(lambda i, res: measure(tokens(i), res), n)
+                (rag if path == "rag" else engine).add(this_round[path])
                 if path == "rag":
                     add_cpu_since(before, cpu_rag)
+            if this_round["rag"].ttft_s and this_round["engine"].ttft_s:
+                round_diffs.append((this_round["rag"].p50 - this_round["engine"].p50) * 1000)
         print(f"retrieve N={n:<3d} p50 {statistics.median(seconds) * 1000:7.0f} ms  max {max(seconds) * 1000:7.0f} ms"
               f"  (/v1/retrieve alone, {rounds} x {n} at once)")  # fmt: skip
         print(f"  CPU ms per request, /v1/retrieve: {cpu_row(cpu_retrieve, rounds * n)}")
@@ -251,6 +255,7 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], roun
             print(f"       N={n:<3d} TTFT p50 rag - engine = {(rag.p50 - engine.p50) * 1000:+.0f} ms (target <= +100)"
                   f"   throughput rag/engine = {rag.tokens_per_s / engine.tokens_per_s:.2f} (target >= 0.90)",
                   flush=True)  # fmt: skip
+            print(f"       N={n:<3d} TTFT p50 rag - engine per round: {', '.join(f'{d:+.0f}' for d in round_diffs)} ms")
 
 
 def main() -> None:

@@ -133,6 +133,12 @@ class LLMConfig(_Section):
     num_gpus: float = Field(0, ge=0, description="GPUs per engine replica.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM GPU memory share (GPU only).")
     kv_cache_memory_bytes: int = Field(1 << 30, gt=0, description="Explicit KV cache size (vLLM CPU needs one).")
+    max_num_batched_tokens: int | None = Field(
+        None, gt=0,
+        description="Tokens per engine step, vLLM's chunked-prefill budget; unset keeps vLLM's default (2,048 on a "
+        "CPU server). Small steps take prompts in arrival order in small pieces, so one that arrives mid-step waits "
+        "less.",
+    )
     min_replicas: int = Field(1, ge=0, description="Engine autoscaling lower bound.")
     max_replicas: int = Field(1, ge=1, description="Engine autoscaling upper bound.")
     target_ongoing_requests: int = Field(16, gt=0, description="Engine autoscaling target per replica.")
@@ -142,7 +148,15 @@ class LLMConfig(_Section):
         "0 sends each token as it comes (see README for the trade-off).",
     )
     cpu_nice: int = Field(
-        10, ge=0, le=19, description="CPU engine only: run it at this nice level so retrieval and streaming keep a core."
+        10, ge=0, le=19,
+        description="CPU engine only: run its processes (not the replica's own threads, which stream) at this nice "
+        "level, so retrieval and streaming come first.",
+    )
+    cpu_scheduler_on_worker_cores: bool = Field(
+        True,
+        description="CPU engine only: run vLLM's scheduler process on its worker's cores rather than the core vLLM "
+        "leaves it, where it spins while it waits for each step. Right for small hosts; on one with cores to spare, "
+        "turn it off.",
     )
 
 

@@ -14,8 +14,8 @@ from rag.config import RagConfig
 from rag.milvus_server import ensure_milvus
 from rag.store import MilvusChunkStore
 from serve_app.deployments import RagLLMServer, QueryEmbedder, RagIngress, Retriever
-from serve_app.llm import llm_config_kwargs, prepare_model_source
-from serve_app.serve_config import APP_NAME, AppArgs
+from serve_app.llm import cpu_engine_settings, llm_config_kwargs, prepare_model_source
+from serve_app.serve_config import AppArgs
 
 
 def build_rag_app(cfg: RagConfig) -> Application:
@@ -30,7 +30,7 @@ def build_rag_app(cfg: RagConfig) -> Application:
     model_source = prepare_model_source(cfg.llm)
     llm = build_llm_deployment(
         LLMConfig(**llm_config_kwargs(cfg.llm, model_source)), name_prefix="LLMServer:",
-        deployment_cls=RagLLMServer, bind_kwargs={"nice": cfg.llm.cpu_nice if cfg.llm.accelerator == "cpu" else 0},
+        deployment_cls=RagLLMServer, bind_kwargs={"cpu_engine": cpu_engine_settings(cfg.llm)},
     )  # fmt: skip
     embedder = serve.deployment(
         QueryEmbedder, name="QueryEmbedder", max_ongoing_requests=max(64, 4 * cfg.serve.embed_max_batch_size),

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections import deque
 from typing import Any
 
+import psutil
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm import LLMServer
@@ -14,7 +14,7 @@ from ray.serve.llm import LLMServer
 from rag.config import EmbedderConfig, MilvusConfig, RagConfig, RetrievalConfig
 from rag.embedder import SentenceTransformersEmbedder
 from serve_app.ingress import RagService, build_fastapi
-from serve_app.llm import throttled
+from serve_app.llm import settle_cpu_engine, throttled
 from serve_app.prompt import PromptBuilder
 from serve_app.protocol import RetrievalFilter, SearchMode, Source
 from serve_app.retriever import MilvusRetriever, Search
@@ -93,15 +93,15 @@ class RagIngress:
 
 
 class RagLLMServer(LLMServer):
-    """LLMServer with two changes for this app. Its engine runs at a lower CPU priority: vLLM's CPU engine keeps
-    its scheduler process spinning on the core it reserves and its workers on the rest, which on a small host
-    starves the proxy, ingress, embedder and Milvus. And its token stream is ``throttled``: Ray's batcher holds
-    even the first token until its next tick."""
+    """LLMServer with two changes for this app. On CPU its engine is settled after it starts (``settle_cpu_engine``):
+    vLLM's CPU engine keeps a scheduler process spinning on a core of its own, which on a small host starves the
+    proxy, ingress, embedder and Milvus. And its token stream is ``throttled``: Ray's batcher holds even the first
+    token until its next tick."""
 
-    async def __init__(self, llm_config, *, nice: int = 0, **kwargs):
-        if nice:
-            os.nice(nice)  # inherited by the engine processes vLLM starts next
+    async def __init__(self, llm_config, *, cpu_engine: dict[str, Any] | None = None, **kwargs):
         await super().__init__(llm_config, **kwargs)
+        if cpu_engine is not None:
+            settle_cpu_engine(psutil.Process(), **cpu_engine)
 
     def _batch_output_stream(self, generator):
         return throttled(generator, self._get_batch_interval_ms() / 1000)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import os
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
+
+import psutil
 
 from rag.config import LLMConfig as RagLLMConfig
 
@@ -45,6 +48,8 @@ def prepare_model_source(cfg: RagLLMConfig) -> str:
 def llm_config_kwargs(cfg: RagLLMConfig, model_source: str) -> dict[str, Any]:
     """Arguments of ``ray.serve.llm.LLMConfig``; kept as plain data so tests can check them without vLLM."""
     engine_kwargs: dict[str, Any] = {"max_model_len": cfg.max_model_len}
+    if cfg.max_num_batched_tokens:
+        engine_kwargs["max_num_batched_tokens"] = cfg.max_num_batched_tokens
     deployment_config: dict[str, Any] = {
         "autoscaling_config": {
             "min_replicas": cfg.min_replicas,
@@ -70,6 +75,34 @@ def llm_config_kwargs(cfg: RagLLMConfig, model_source: str) -> dict[str, Any]:
         engine_kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         engine_kwargs["tensor_parallel_size"] = max(1, int(cfg.num_gpus))
     return kwargs
+
+
+def cpu_engine_settings(cfg: RagLLMConfig) -> dict[str, Any] | None:
+    """``settle_cpu_engine``'s arguments from the config; None on GPU."""
+    if cfg.accelerator != "cpu":
+        return None
+    return {"nice": cfg.cpu_nice, "scheduler_on_worker_cores": cfg.cpu_scheduler_on_worker_cores}
+
+
+def settle_cpu_engine(replica: psutil.Process, *, nice: int, scheduler_on_worker_cores: bool) -> set[int]:
+    """Runs the vLLM CPU engine's processes at ``nice`` (every thread: Linux keeps a nice value per thread) and,
+    if asked, moves every thread of its scheduler (``VLLM::EngineCore``) onto its workers' cores. Returns those
+    cores. vLLM leaves the scheduler a core of its own, where it spins while it waits for each step; on one core
+    scheduler and worker take turns instead. The replica's own threads keep their priority: they stream."""
+    engine = replica.children(recursive=True)
+    titles = {p.pid: " ".join(p.cmdline()) for p in engine}
+    workers = [p for p in engine if titles[p.pid].startswith("VLLM::Worker")]
+    schedulers = [p for p in engine if titles[p.pid].startswith("VLLM::EngineCore")]
+    if not workers or not schedulers:
+        raise RuntimeError(f"no vLLM CPU engine under this replica: {sorted(titles.values())}")
+    cores = set().union(*(w.cpu_affinity() for w in workers))
+    for process in engine:
+        for thread in process.threads():
+            if nice:
+                os.setpriority(os.PRIO_PROCESS, thread.id, nice)
+            if scheduler_on_worker_cores and process in schedulers:
+                os.sched_setaffinity(thread.id, cores)
+    return cores
 
 
 async def throttled(stream: AsyncIterator[T], interval_s: float) -> AsyncIterator[list[T]]:

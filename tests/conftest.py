@@ -6,14 +6,14 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-from rag.milvus_server import SINGLE_THREADED
+from rag.config import MilvusConfig
+from rag.milvus_server import start_local, stop_local
 from serve_app.serve_config import init_local_ray
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,18 +46,12 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout_s: float
 
 @pytest.fixture(scope="session")
 def milvus_uri(tmp_path_factory) -> str:
-    """A real milvus-lite server on loopback, shared by the test process, Ray workers and Serve replicas."""
-    port = free_port()
-    data_dir = tmp_path_factory.mktemp("milvus")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir), "--host", "127.0.0.1",
-         "--port", str(port)],
-        stdout=open(data_dir / "server.log", "wb"), stderr=subprocess.STDOUT, env={**os.environ, **SINGLE_THREADED},
-    )  # fmt: skip
-    wait_for_port(port, proc, "milvus-lite server")
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=30)
+    """A real milvus-lite server on loopback, shared by the test process, Ray workers and Serve replicas; started
+    the way the app starts its own."""
+    cfg = MilvusConfig(uri=f"http://127.0.0.1:{free_port()}", local_data_dir=str(tmp_path_factory.mktemp("milvus")))
+    start_local(cfg)
+    yield cfg.uri
+    stop_local(cfg)
 
 
 @pytest.fixture(scope="session")

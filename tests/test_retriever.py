@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 from pymilvus import MilvusException
@@ -16,7 +14,7 @@ from rag.store import MilvusChunkStore
 from serve_app.errors import from_milvus_error
 from serve_app.protocol import RetrievalFilter, Source
 from serve_app.retriever import MilvusRetriever, Search, filter_expr, fuse_minmax
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -152,16 +150,13 @@ def test_a_restarted_milvus_serves_once_the_retriever_loads_the_collection(tmp_p
 
 
 def test_milvus_going_away_is_a_503(tmp_path, embedder):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(tmp_path),
-                             "--host", "127.0.0.1", "--port", str(port)])  # fmt: skip
-    wait_for_port(port, proc, "milvus-lite server")
-    cfg = MilvusConfig(uri=f"http://127.0.0.1:{port}", collection="gone", timeout_s=3)
+    cfg = MilvusConfig(uri=f"http://127.0.0.1:{free_port()}", collection="gone", timeout_s=3,
+                       local_data_dir=str(tmp_path))  # fmt: skip
+    start_local(cfg)
     store = MilvusChunkStore(cfg, 384)
     store.ensure_collection()
     retriever = MilvusRetriever(cfg, 384, store=store)
-    proc.terminate()
-    proc.wait(timeout=30)
+    assert stop_local(cfg)
     with pytest.raises(MilvusException) as err:
         search(retriever, embedder, "anything", "dense")
     error = from_milvus_error(err.value)

@@ -3,6 +3,7 @@ SmolLM2, and a collection written by the real ingest job."""
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -166,6 +167,15 @@ def test_replicas_outrank_the_cpu_engine(rag_app):
     replicas = [p.nice() for p in _processes("ServeReplica:rag:RagIngress", "ServeReplica:rag:Retriever")]
     engine = [p.nice() for p in _processes("EngineCore")]
     assert replicas == [0, 0] and engine and min(engine) >= 10, (replicas, engine)
+
+
+def test_cpu_engine_scheduler_runs_on_its_workers_cores(rag_app):
+    # vLLM leaves its scheduler a core of its own to spin on; on 2 cores that is the core retrieval needs.
+    workers, schedulers = _processes("VLLM::Worker"), _processes("VLLM::EngineCore")
+    cores = set().union(*(w.cpu_affinity() for w in workers))
+    assert workers and schedulers and len(cores) < len(os.sched_getaffinity(0)), (workers, schedulers, cores)
+    threads = [t.id for s in schedulers for t in s.threads()]
+    assert threads and all(os.sched_getaffinity(t) == cores for t in threads)
 
 
 def _processes(*markers: str) -> list:

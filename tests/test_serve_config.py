@@ -6,7 +6,7 @@ import yaml
 
 from rag.config import RagConfig
 from serve_app.serve_config import IMPORT_PATH, RAY_START_ENV, SERVE_ENV, AppArgs, serve_config_yaml
-from serve_app.llm import llm_config_kwargs
+from serve_app.llm import cpu_engine_settings, llm_config_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,8 +30,11 @@ def test_llm_config_on_cpu_and_gpu():
     assert local["accelerator_config"] == {"kind": "cpu"}
     assert local["engine_kwargs"]["enforce_eager"] and local["engine_kwargs"]["kv_cache_memory_bytes"] > 0
     assert local["experimental_configs"]["stream_batching_interval_ms"] == 200
+    assert local["engine_kwargs"]["max_num_batched_tokens"] == 512
     gpu = llm_config_kwargs(RagConfig.load(REPO / "configs" / "gpu.yaml").llm, "meta-llama/Llama-3.1-8B-Instruct")
     assert "accelerator_config" not in gpu and gpu["engine_kwargs"]["gpu_memory_utilization"] == 0.9
+    assert "max_num_batched_tokens" not in gpu["engine_kwargs"]  # vLLM's GPU default
+    assert cpu_engine_settings(RagConfig.load(REPO / "configs" / "gpu.yaml").llm) is None
     assert gpu["deployment_config"]["autoscaling_config"] == {
         "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16,
     }  # fmt: skip
