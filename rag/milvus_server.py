@@ -96,6 +96,9 @@ def stop_local(cfg: MilvusConfig, wait_s: float = 20.0) -> bool:
             return True
         time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while not _exited(pid) and time.monotonic() < deadline:  # reaps it too, when this process started it
+        time.sleep(0.05)
     return True
 
 

@@ -6,7 +6,6 @@ import asyncio
 from collections import deque
 from typing import Any
 
-import psutil
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.serve.llm import LLMServer
@@ -101,7 +100,7 @@ class RagLLMServer(LLMServer):
     async def __init__(self, llm_config, *, cpu_engine: dict[str, Any] | None = None, **kwargs):
         await super().__init__(llm_config, **kwargs)
         if cpu_engine is not None:
-            settle_cpu_engine(psutil.Process(), **cpu_engine)
+            settle_cpu_engine(**cpu_engine)
 
     def _batch_output_stream(self, generator):
         return throttled(generator, self._get_batch_interval_ms() / 1000)

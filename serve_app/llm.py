@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -15,6 +16,7 @@ import psutil
 from rag.config import LLMConfig as RagLLMConfig
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 PACKAGED_SMOLLM2 = "smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -84,25 +86,42 @@ def cpu_engine_settings(cfg: RagLLMConfig) -> dict[str, Any] | None:
     return {"nice": cfg.cpu_nice, "scheduler_on_worker_cores": cfg.cpu_scheduler_on_worker_cores}
 
 
-def settle_cpu_engine(replica: psutil.Process, *, nice: int, scheduler_on_worker_cores: bool) -> set[int]:
-    """Runs the vLLM CPU engine's processes at ``nice`` (every thread: Linux keeps a nice value per thread) and,
-    if asked, moves every thread of its scheduler (``VLLM::EngineCore``) onto its workers' cores. Returns those
-    cores. vLLM leaves the scheduler a core of its own, where it spins while it waits for each step; on one core
-    scheduler and worker take turns instead. The replica's own threads keep their priority: they stream."""
-    engine = replica.children(recursive=True)
-    titles = {p.pid: " ".join(p.cmdline()) for p in engine}
-    workers = [p for p in engine if titles[p.pid].startswith("VLLM::Worker")]
-    schedulers = [p for p in engine if titles[p.pid].startswith("VLLM::EngineCore")]
-    if not workers or not schedulers:
-        raise RuntimeError(f"no vLLM CPU engine under this replica: {sorted(titles.values())}")
-    cores = set().union(*(w.cpu_affinity() for w in workers))
+def settle_cpu_engine(*, nice: int, scheduler_on_worker_cores: bool) -> set[int]:
+    """Settles the vLLM CPU engine this replica started. Its processes run ``nice`` levels below the replica
+    (every thread: Linux keeps a nice value per thread), never above where they are; the replica's own threads,
+    which stream, keep their priority. If asked, every thread of its scheduler (``VLLM::EngineCore``) moves onto
+    its workers' cores: vLLM leaves the scheduler a core its worker does not use, and it spins there while it
+    waits for each step; on the worker's cores the two take turns. Returns the cores it pinned the scheduler
+    to (empty if none). A tuning step: an engine it does not recognise is logged and left alone."""
+    engine = psutil.Process().children(recursive=True)
+    titles = {p.pid: " ".join(_quietly(p.cmdline, [])) for p in engine}
+    workers = [p for p in engine if "::Worker" in titles[p.pid]]
+    scheduler_pids = {p.pid for p in engine if "::EngineCore" in titles[p.pid]}
+    if not workers or not scheduler_pids:
+        logger.warning("no vLLM CPU engine under this replica (%s): left as it is", sorted(titles.values()))
+        return set()
+    cores = set().union(*(os.sched_getaffinity(t.id) for w in workers for t in _quietly(w.threads, [])))
+    target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+    pin = scheduler_on_worker_cores and bool(cores)
     for process in engine:
-        for thread in process.threads():
-            if nice:
-                os.setpriority(os.PRIO_PROCESS, thread.id, nice)
-            if scheduler_on_worker_cores and process in schedulers:
-                os.sched_setaffinity(thread.id, cores)
-    return cores
+        for thread in _quietly(process.threads, []):
+            try:
+                if nice:
+                    os.setpriority(os.PRIO_PROCESS, thread.id, max(target, os.getpriority(os.PRIO_PROCESS, thread.id)))
+                if pin and process.pid in scheduler_pids:
+                    os.sched_setaffinity(thread.id, cores)
+            except ProcessLookupError:  # the thread ended meanwhile
+                continue
+    logger.info("CPU engine at nice >= %d%s", target, f", scheduler on cores {sorted(cores)}" if pin else "")
+    return cores if pin else set()
+
+
+def _quietly(read: Callable[[], T], default: T) -> T:
+    """A psutil read of a process that may have ended meanwhile."""
+    try:
+        return read()
+    except psutil.Error:
+        return default
 
 
 async def throttled(stream: AsyncIterator[T], interval_s: float) -> AsyncIterator[list[T]]:

@@ -153,10 +153,13 @@ def test_milvus_going_away_is_a_503(tmp_path, embedder):
     cfg = MilvusConfig(uri=f"http://127.0.0.1:{free_port()}", collection="gone", timeout_s=3,
                        local_data_dir=str(tmp_path))  # fmt: skip
     start_local(cfg)
-    store = MilvusChunkStore(cfg, 384)
-    store.ensure_collection()
-    retriever = MilvusRetriever(cfg, 384, store=store)
-    assert stop_local(cfg)
+    try:
+        store = MilvusChunkStore(cfg, 384)
+        store.ensure_collection()
+        retriever = MilvusRetriever(cfg, 384, store=store)
+    finally:
+        stopped = stop_local(cfg)
+    assert stopped
     with pytest.raises(MilvusException) as err:
         search(retriever, embedder, "anything", "dense")
     error = from_milvus_error(err.value)

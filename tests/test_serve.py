@@ -163,16 +163,19 @@ def test_replicas_run_in_serves_low_overhead_mode(rag_app):
 
 
 def test_replicas_outrank_the_cpu_engine(rag_app):
-    # Ray would start the replicas at nice 15, where the engine's +10 stops at 19 and hardly ranks lower.
-    replicas = [p.nice() for p in _processes("ServeReplica:rag:RagIngress", "ServeReplica:rag:Retriever")]
-    engine = [p.nice() for p in _processes("EngineCore")]
-    assert replicas == [0, 0] and engine and min(engine) >= 10, (replicas, engine)
+    # Ray would start the replicas at nice 15, where the engine's +10 stops at 19 and hardly ranks lower. The LLM
+    # replica streams: only the engine's own processes, every thread of them, run lower.
+    replicas = _processes("ServeReplica:rag:RagIngress", "ServeReplica:rag:Retriever", "ServeReplica:rag:LLMServer")
+    engine = _processes("VLLM::EngineCore", "VLLM::Worker")
+    assert [p.nice() for p in replicas] == [0, 0, 0] and len(engine) == 2, (replicas, engine)
+    threads = [t.id for p in engine for t in p.threads()]
+    assert min(os.getpriority(os.PRIO_PROCESS, t) for t in threads) >= 10
 
 
 def test_cpu_engine_scheduler_runs_on_its_workers_cores(rag_app):
     # vLLM leaves its scheduler a core of its own to spin on; on 2 cores that is the core retrieval needs.
     workers, schedulers = _processes("VLLM::Worker"), _processes("VLLM::EngineCore")
-    cores = set().union(*(w.cpu_affinity() for w in workers))
+    cores = set().union(*(os.sched_getaffinity(t.id) for w in workers for t in w.threads()))
     assert workers and schedulers and len(cores) < len(os.sched_getaffinity(0)), (workers, schedulers, cores)
     threads = [t.id for s in schedulers for t in s.threads()]
     assert threads and all(os.sched_getaffinity(t) == cores for t in threads)

@@ -31,6 +31,9 @@ def test_llm_config_on_cpu_and_gpu():
     assert local["engine_kwargs"]["enforce_eager"] and local["engine_kwargs"]["kv_cache_memory_bytes"] > 0
     assert local["experimental_configs"]["stream_batching_interval_ms"] == 200
     assert local["engine_kwargs"]["max_num_batched_tokens"] == 512
+    assert cpu_engine_settings(RagConfig.load(REPO / "configs" / "local.yaml").llm) == {
+        "nice": 10, "scheduler_on_worker_cores": True,
+    }  # fmt: skip
     gpu = llm_config_kwargs(RagConfig.load(REPO / "configs" / "gpu.yaml").llm, "meta-llama/Llama-3.1-8B-Instruct")
     assert "accelerator_config" not in gpu and gpu["engine_kwargs"]["gpu_memory_utilization"] == 0.9
     assert "max_num_batched_tokens" not in gpu["engine_kwargs"]  # vLLM's GPU default
