@@ -90,14 +90,17 @@ def stop_local(cfg: MilvusConfig, wait_s: float = 20.0) -> bool:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         return False
+    if not _wait_exited(pid, wait_s):
+        os.kill(pid, signal.SIGKILL)
+        _wait_exited(pid, 5.0)  # reaps it too, when this process started it
+    return True
+
+
+def _wait_exited(pid: int, wait_s: float) -> bool:
     deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if _exited(pid):
-            return True
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
-    deadline = time.monotonic() + 5
-    while not _exited(pid) and time.monotonic() < deadline:  # reaps it too, when this process started it
+    while not _exited(pid):
+        if time.monotonic() >= deadline:
+            return False
         time.sleep(0.05)
     return True
 

@@ -86,20 +86,20 @@ def cpu_engine_settings(cfg: RagLLMConfig) -> dict[str, Any] | None:
     return {"nice": cfg.cpu_nice, "scheduler_on_worker_cores": cfg.cpu_scheduler_on_worker_cores}
 
 
-def settle_cpu_engine(*, nice: int, scheduler_on_worker_cores: bool) -> set[int]:
+def settle_cpu_engine(*, nice: int, scheduler_on_worker_cores: bool) -> None:
     """Settles the vLLM CPU engine this replica started. Its processes run ``nice`` levels below the replica
     (every thread: Linux keeps a nice value per thread), never above where they are; the replica's own threads,
     which stream, keep their priority. If asked, every thread of its scheduler (``VLLM::EngineCore``) moves onto
     its workers' cores: vLLM leaves the scheduler a core its worker does not use, and it spins there while it
-    waits for each step; on the worker's cores the two take turns. Returns the cores it pinned the scheduler
-    to (empty if none). A tuning step: an engine it does not recognise is logged and left alone."""
+    waits for each step; on the worker's cores the two take turns. A tuning step: an engine it does not
+    recognise is logged and left alone."""
     engine = psutil.Process().children(recursive=True)
     titles = {p.pid: " ".join(_quietly(p.cmdline, [])) for p in engine}
     workers = [p for p in engine if "::Worker" in titles[p.pid]]
     scheduler_pids = {p.pid for p in engine if "::EngineCore" in titles[p.pid]}
     if not workers or not scheduler_pids:
         logger.warning("no vLLM CPU engine under this replica (%s): left as it is", sorted(titles.values()))
-        return set()
+        return
     cores = set().union(*(os.sched_getaffinity(t.id) for w in workers for t in _quietly(w.threads, [])))
     target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice)
     pin = scheduler_on_worker_cores and bool(cores)
@@ -111,9 +111,8 @@ def settle_cpu_engine(*, nice: int, scheduler_on_worker_cores: bool) -> set[int]
                 if pin and process.pid in scheduler_pids:
                     os.sched_setaffinity(thread.id, cores)
             except ProcessLookupError:  # the thread ended meanwhile
-                continue
+                pass
     logger.info("CPU engine at nice >= %d%s", target, f", scheduler on cores {sorted(cores)}" if pin else "")
-    return cores if pin else set()
 
 
 def _quietly(read: Callable[[], T], default: T) -> T:

@@ -24,8 +24,8 @@ IMPORT_PATH = "serve_app.app:build_app"
 SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
 # Ray starts its workers at nice 15. The CPU engine runs llm.cpu_nice below its replica but stops at 19, so at 15
 # replicas and engine ended up nearly equal and a burst of retrievals queued behind the engine's prefill. At 0
-# the replicas outrank the engine as llm.cpu_nice means. The raylet reads it when it starts: it belongs in the environment of
-# whatever starts Ray (`init_local_ray`, `make serve`, a cluster's `ray start`).
+# the replicas outrank the engine as llm.cpu_nice means. The raylet reads it when it starts: it belongs in the
+# environment of whatever starts Ray (`init_local_ray`, `make serve`, a cluster's `ray start`).
 RAY_START_ENV = {"RAY_worker_niceness": "0"}
 
 
