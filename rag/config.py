@@ -185,7 +185,7 @@ class RetrievalConfig(_Section):
     fusion: Literal["minmax", "rrf"] = Field(
         "minmax",
         description="Hybrid fusion: 'minmax' scales each list's scores to [0, 1] and adds them with dense_weight "
-        "(client-side, so BM25 runs while the query embeds); 'rrf' is Milvus hybrid_search with RRFRanker(rrf_k).",
+        "(in the Retriever, over both lists' candidates); 'rrf' is Milvus hybrid_search with RRFRanker(rrf_k).",
     )
     dense_weight: float = Field(0.6, ge=0, le=1, description="minmax fusion: weight of the dense list (BM25 gets the rest).")
     rrf_k: int = Field(60, gt=0, description="rrf fusion: the k in 1 / (k + rank).")

@@ -16,7 +16,7 @@ from serve_app.ingress import RagService, build_fastapi
 from serve_app.llm import settle_cpu_engine, throttled
 from serve_app.prompt import PromptBuilder
 from serve_app.protocol import RetrievalFilter, SearchMode, Source
-from serve_app.retriever import MilvusRetriever, Search
+from serve_app.retriever import MilvusRetriever, Search, answer_or_raise
 
 
 class _Batching:
@@ -60,13 +60,13 @@ class Retriever(_Batching):
         self._batch(self.search, max_batch_size, batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
-    async def search(self, searches: list[Search]) -> list[list[Source]]:
+    async def search(self, searches: list[Search]) -> list[list[Source] | Exception]:
         self.recent_batch_sizes.append(len(searches))
         return await asyncio.to_thread(self.retriever.retrieve_many, searches)
 
     async def retrieve(self, query: str, vector: list[float] | None, mode: SearchMode, top_k: int,
                        flt: RetrievalFilter | None) -> list[Source]:  # fmt: skip
-        return await self.search(Search(query, vector, mode, top_k, flt))
+        return answer_or_raise(await self.search(Search(query, vector, mode, top_k, flt)))
 
 
 @serve.ingress()

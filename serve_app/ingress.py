@@ -6,7 +6,6 @@ objects and the Serve shell runs it with deployment handles.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,7 +28,6 @@ from serve_app.protocol import (
     SearchMode,
     Source,
 )
-from serve_app.retriever import fuse_minmax
 
 EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
 RetrieveFn = Callable[[str, list[float] | None, SearchMode, int, RetrievalFilter | None], Awaitable[list[Source]]]
@@ -109,24 +107,12 @@ class RagService:
 
     # ---- retrieval --------------------------------------------------------------------------------------
     async def sources_for(self, query: str, options: RetrievalOptions) -> list[Source]:
+        """One Retriever call per question: for hybrid it runs both searches and fuses them, so concurrent
+        questions share its Milvus calls and only the top_k passages travel back."""
         mode = options.search or self.cfg.serve.search
         top_k = options.top_k or self.cfg.serve.top_k
-        flt = options.filter
-        if mode == "bm25":  # needs no query vector
-            return await self.retrieve_fn(query, None, mode, top_k, flt)
-        if mode == "dense" or self.cfg.retrieval.fusion != "minmax":
-            vectors = await self.embed([query])
-            return await self.retrieve_fn(query, vectors[0], mode, top_k, flt)
-        # Client-side fusion: BM25 searches while the query embeds, then the dense half, then fusion here.
-        limit = self.cfg.retrieval.candidates_for(top_k)
-        bm25 = asyncio.ensure_future(self.retrieve_fn(query, None, "bm25", limit, flt))
-        try:
-            vectors = await self.embed([query])
-            dense = await self.retrieve_fn(query, vectors[0], "dense", limit, flt)
-        except BaseException:
-            bm25.cancel()  # the request fails with the first error, not with whatever BM25 did meanwhile
-            raise
-        return fuse_minmax(dense, await bm25, dense_weight=self.cfg.retrieval.dense_weight, top_k=top_k)
+        vector = None if mode == "bm25" else (await self.embed([query]))[0]  # BM25 needs no query vector
+        return await self.retrieve_fn(query, vector, mode, top_k, options.filter)
 
     async def retrieve(self, body: Any) -> dict[str, Any]:
         try:

@@ -55,6 +55,12 @@ def fuse_minmax(dense: list[Source], bm25: list[Source], *, dense_weight: float,
     return [by_id[i].model_copy(update={"index": n, "score": fused[i]}) for n, i in enumerate(ranked, start=1)]
 
 
+def answer_or_raise(answer: list[Source] | Exception) -> list[Source]:
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
 @dataclass(frozen=True)
 class Search:
     """One question for ``MilvusRetriever.retrieve_many``: the text (BM25) and its vector (dense), or either."""
@@ -89,11 +95,12 @@ class MilvusRetriever:
         self, query: str, vector: list[float] | None, *, mode: SearchMode, top_k: int,
         flt: RetrievalFilter | None = None,
     ) -> list[Source]:  # fmt: skip
-        return self.retrieve_many([Search(query, vector, mode, top_k, flt)])[0]
+        return answer_or_raise(self.retrieve_many([Search(query, vector, mode, top_k, flt)])[0])
 
-    def retrieve_many(self, searches: list[Search]) -> list[list[Source]]:
+    def retrieve_many(self, searches: list[Search]) -> list[list[Source] | Exception]:
         """Answers many questions with one Milvus search per (field, limit, filter): Milvus scores a batch of
-        queries for much less than one call each, so concurrent questions share their searches."""
+        queries for much less than one call each, so concurrent questions share their searches. A Milvus call
+        that fails fails only the questions it carried: their answer is its exception."""
         calls: list[Search] = []
         plan: list[list[int]] = []  # per search, the calls whose hits make its answer
         for search in searches:
@@ -107,21 +114,29 @@ class MilvusRetriever:
         hits = self._run(calls)
         answers = []
         for search, slots in zip(searches, plan):
-            if len(slots) == 2:
-                dense, bm25 = (hits[i] for i in slots)
-                answers.append(fuse_minmax(dense, bm25, dense_weight=self.retrieval.dense_weight, top_k=search.top_k))
+            parts = [hits[i] for i in slots]
+            if failed := next((p for p in parts if isinstance(p, Exception)), None):
+                answers.append(failed)
+            elif len(parts) == 2:
+                answers.append(fuse_minmax(*parts, dense_weight=self.retrieval.dense_weight, top_k=search.top_k))
             else:
-                answers.append(hits[slots[0]])
+                answers.append(parts[0])
         return answers
 
-    def _run(self, calls: list[Search]) -> list[list[Source]]:
+    def _run(self, calls: list[Search]) -> list[list[Source] | Exception]:
         groups: dict[tuple[SearchMode, int, str], list[int]] = defaultdict(list)
         for i, call in enumerate(calls):
             groups[(call.mode, call.top_k, filter_expr(call.flt))].append(i)
-        results: list[list[Source]] = [[] for _ in calls]
+        results: list[list[Source] | Exception] = [[] for _ in calls]
         for (mode, limit, expr), members in groups.items():
             batch = [calls[i] for i in members]
-            for i, hits in zip(members, self._search(mode, batch, limit, expr)):
+            try:
+                found = self._search(mode, batch, limit, expr)
+            except Exception as e:  # handed to each of its callers, who raise it
+                for i in members:
+                    results[i] = e
+                continue
+            for i, hits in zip(members, found):
                 results[i] = [self._source(n, hit, mode) for n, hit in enumerate(hits, start=1)]
         return results
 

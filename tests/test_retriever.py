@@ -106,6 +106,18 @@ def test_a_batch_answers_each_search_as_alone(retriever, embedder, fusion):
             assert {s.url for s in answer} <= {"https://y/bm25", "https://y/todo"}
 
 
+def test_a_failed_milvus_call_fails_only_the_questions_it_carried(retriever, embedder):
+    vector = embedder.embed_queries(["HNSW graph neighbours M"])[0].tolist()
+    good = Search("HNSW graph neighbours M", vector, "dense", 2)
+    wrong_dim = Search("HNSW graph neighbours M", vector[:3], "dense", 3)  # its own Milvus call (another limit)
+    answers = retriever.retrieve_many([good, wrong_dim, good])
+    assert isinstance(answers[1], MilvusException)
+    assert len(answers[0]) == 2 and answers[0][0].id == "c1"  # the HNSW passage
+    assert [s.id for s in answers[0]] == [s.id for s in answers[2]]
+    with pytest.raises(MilvusException):
+        retriever.retrieve(wrong_dim.query, wrong_dim.vector, mode="dense", top_k=3)
+
+
 def _source(id: str, score: float) -> Source:
     return Source(index=0, id=id, url=id, title="", heading="", source="", doc_type="text", score=score, text="")
 
