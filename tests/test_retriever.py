@@ -110,8 +110,9 @@ def test_a_failed_milvus_call_fails_only_the_questions_it_carried(retriever, emb
     vector = embedder.embed_queries(["HNSW graph neighbours M"])[0].tolist()
     good = Search("HNSW graph neighbours M", vector, "dense", 2)
     wrong_dim = Search("HNSW graph neighbours M", vector[:3], "dense", 3)  # its own Milvus call (another limit)
-    answers = retriever.retrieve_many([good, wrong_dim, good])
-    assert isinstance(answers[1], MilvusException)
+    half_failed = Search("HNSW graph neighbours M", vector[:3], "hybrid", 3)  # BM25 works, the dense half fails
+    answers = retriever.retrieve_many([good, wrong_dim, good, half_failed])
+    assert isinstance(answers[1], MilvusException) and isinstance(answers[3], MilvusException)
     assert len(answers[0]) == 2 and answers[0][0].id == "c1"  # the HNSW passage
     assert [s.id for s in answers[0]] == [s.id for s in answers[2]]
     with pytest.raises(MilvusException):

@@ -155,6 +155,21 @@ def test_retriever_batches_concurrent_searches(rag_app):
     assert sum(sizes) == len(queries) and max(sizes) > 1, sizes
 
 
+def test_a_failed_search_fails_only_its_own_caller(rag_app):
+    from pymilvus import MilvusException
+    from ray import serve
+
+    retriever = serve.get_deployment_handle("Retriever", app_name="rag")
+    vector = serve.get_deployment_handle("QueryEmbedder", app_name="rag").embed.remote(["chunk cache"]).result()[0]
+    # Sent together, so they meet in the Retriever's batch. The wrong-dimension vector (another limit, so its
+    # own Milvus call) fails in Milvus.
+    good, bad, also_good = (retriever.retrieve.remote("chunk cache", v, "dense", k, None)
+                            for v, k in ((vector, 3), (vector[:3], 4), (vector, 3)))  # fmt: skip
+    assert len(good.result()) == len(also_good.result()) == 3
+    with pytest.raises(MilvusException):
+        bad.result()
+
+
 def test_replicas_run_in_serves_low_overhead_mode(rag_app):
     from serve_app.serve_config import SERVE_ENV
 
