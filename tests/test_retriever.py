@@ -1,17 +1,20 @@
-"""MilvusRetriever without Ray: a real milvus-lite server, the real embedder, hand-written rows."""
+"""MilvusRetriever, and the ingress' retrieval over it, without Ray: a real milvus-lite server, the real
+embedder, hand-written rows."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import pytest
 from pymilvus import MilvusException
 
-from rag.config import EmbedderConfig, MilvusConfig, RetrievalConfig
+from rag.config import EmbedderConfig, MilvusConfig, RagConfig, RetrievalConfig
 from rag.embedder import SentenceTransformersEmbedder
 from rag.milvus_server import start_local, stop_local
 from rag.store import MilvusChunkStore
 from serve_app.errors import from_milvus_error
+from serve_app.ingress import RagService
 from serve_app.protocol import RetrievalFilter, Source
 from serve_app.retriever import MilvusRetriever, Search, filter_expr, fuse_minmax
 from tests.conftest import free_port
@@ -117,6 +120,27 @@ def test_a_failed_milvus_call_fails_only_the_questions_it_carried(retriever, emb
     assert [s.id for s in answers[0]] == [s.id for s in answers[2]]
     with pytest.raises(MilvusException):
         retriever.retrieve(wrong_dim.query, wrong_dim.vector, mode="dense", top_k=3)
+
+
+def test_the_ingress_retrieves_without_ray(retriever, embedder):
+    """RagService (the ingress' logic) over plain async callables: the real embedder and this retriever."""
+    embedded: list[list[str]] = []
+
+    async def embed(texts):
+        embedded.append(texts)
+        return embedder.embed_queries(texts).tolist()
+
+    async def retrieve(query, vector, mode, top_k, flt):
+        return retriever.retrieve(query, vector, mode=mode, top_k=top_k, flt=flt)
+
+    service = RagService(RagConfig(), embed=embed, retrieve=retrieve, generate=None, prompt=None)
+    for mode, embeds in (("bm25", 0), ("dense", 1), ("hybrid", 1)):
+        embedded.clear()
+        body = {"query": "HNSW graph neighbours M", "search": mode, "top_k": 2, "filter": {"url_prefix": "https://x/"}}
+        result = asyncio.run(service.retrieve(body))
+        assert result["search"] == mode and result["data"][0]["id"] == "c1", result
+        assert all(d["url"].startswith("https://x/") for d in result["data"]), result
+        assert len(embedded) == embeds  # BM25 needs no query vector; the others embed once
 
 
 def _source(id: str, score: float) -> Source:
