@@ -26,18 +26,19 @@ def test_serve_yaml_args_validate_against_the_config_model():
 
 
 def test_llm_config_on_cpu_and_gpu():
-    local = llm_config_kwargs(RagConfig.load(REPO / "configs" / "local.yaml").llm, "/m")
+    local_llm, gpu_llm = (RagConfig.load(REPO / "configs" / name).llm for name in ("local.yaml", "gpu.yaml"))
+    local = llm_config_kwargs(local_llm, "/m")
     assert local["accelerator_config"] == {"kind": "cpu"}
     assert local["engine_kwargs"]["enforce_eager"] and local["engine_kwargs"]["kv_cache_memory_bytes"] > 0
     assert local["experimental_configs"]["stream_batching_interval_ms"] == 200
     assert local["engine_kwargs"]["max_num_batched_tokens"] == 512
-    assert cpu_engine_settings(RagConfig.load(REPO / "configs" / "local.yaml").llm) == {
+    assert cpu_engine_settings(local_llm) == {
         "nice": 10, "scheduler_on_worker_cores": True,
     }  # fmt: skip
-    gpu = llm_config_kwargs(RagConfig.load(REPO / "configs" / "gpu.yaml").llm, "meta-llama/Llama-3.1-8B-Instruct")
+    gpu = llm_config_kwargs(gpu_llm, "meta-llama/Llama-3.1-8B-Instruct")
     assert "accelerator_config" not in gpu and gpu["engine_kwargs"]["gpu_memory_utilization"] == 0.9
     assert "max_num_batched_tokens" not in gpu["engine_kwargs"]  # vLLM's GPU default
-    assert cpu_engine_settings(RagConfig.load(REPO / "configs" / "gpu.yaml").llm) is None
+    assert cpu_engine_settings(gpu_llm) is None
     assert gpu["deployment_config"]["autoscaling_config"] == {
         "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16,
     }  # fmt: skip
