@@ -39,6 +39,11 @@ FUSIONS = {
     "hybrid minmax w=0.6": {"fusion": "minmax", "dense_weight": 0.6},
     "hybrid minmax w=0.7": {"fusion": "minmax", "dense_weight": 0.7},
     "hybrid minmax w=0.6 c=100": {"fusion": "minmax", "dense_weight": 0.6, "candidates": 100},
+    "hybrid minmax w=0.6 c=20": {"fusion": "minmax", "dense_weight": 0.6, "candidates": 20},
+    "hybrid minmax w=0.6 c=10": {"fusion": "minmax", "dense_weight": 0.6, "candidates": 10},
+    "hybrid minmax w=0.6 stop words": {"fusion": "minmax", "dense_weight": 0.6, "bm25_stop_words": True},
+    "hybrid minmax w=0.6 c=20 stop words": {"fusion": "minmax", "dense_weight": 0.6, "candidates": 20,
+                                            "bm25_stop_words": True},
 }
 
 

@@ -52,14 +52,16 @@ def evaluate_retrieval(
     ids = list(questions.queries)
     vectors = dict(zip(ids, embedder.embed_queries([questions.queries[i] for i in ids]).tolist()))
 
-    def run(r: MilvusRetriever, mode: str) -> dict[str, float]:
-        runs = {i: [s.url for s in r.retrieve(questions.queries[i], vectors[i], mode=mode, top_k=CANDIDATES)]
+    def run(r: MilvusRetriever, mode: str, top_k: int = CANDIDATES) -> dict[str, float]:
+        runs = {i: [s.url for s in r.retrieve(questions.queries[i], vectors[i], mode=mode, top_k=top_k)]
                 for i in ids}  # fmt: skip
         return score(questions.qrels, runs)
 
     results = {mode: run(retriever, mode) for mode in modes}
     for label, retrieval in (hybrid_variants or {}).items():
-        results[label] = run(MilvusRetriever(cfg.milvus, cfg.embedder.dim, retrieval, store=retriever.store), "hybrid")
+        # No deeper than the variant's own candidate lists, so the ranking is the one Serve's top_k passages take.
+        results[label] = run(MilvusRetriever(cfg.milvus, cfg.embedder.dim, retrieval, store=retriever.store), "hybrid",
+                             min(CANDIDATES, retrieval.candidates))  # fmt: skip
     return results
 
 

@@ -190,6 +190,10 @@ class RetrievalConfig(_Section):
     dense_weight: float = Field(0.6, ge=0, le=1, description="minmax fusion: weight of the dense list (BM25 gets the rest).")
     rrf_k: int = Field(60, gt=0, description="rrf fusion: the k in 1 / (k + rank).")
     candidates: int = Field(50, gt=0, le=1000, description="Passages each list contributes before fusion (at least top_k).")
+    bm25_stop_words: bool = Field(
+        True, description="Drop Lucene's English stop words from BM25 queries (not from the index): they barely move "
+        "the ranking, and their posting lists are the longest to scan.",
+    )
 
     def candidates_for(self, top_k: int) -> int:
         return max(self.candidates, top_k)

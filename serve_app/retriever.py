@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
@@ -13,6 +14,17 @@ from rag.store import METADATA_FIELDS, MilvusChunkStore
 from serve_app.protocol import RetrievalFilter, SearchMode, Source
 
 OUTPUT_FIELDS = ["text", *METADATA_FIELDS]
+# Lucene's English stop words (Elasticsearch's `_english_`), which milvus-lite's analyzer does not have.
+ENGLISH_STOP_WORDS = frozenset(
+    "a an and are as at be but by for if in into is it no not of on or such that the their then there these they "
+    "this to was will with".split()
+)
+
+
+def without_stop_words(query: str) -> str:
+    """The query less its stop words, or the query itself if nothing else is left."""
+    words = [w for w in query.split() if w.strip(string.punctuation).lower() not in ENGLISH_STOP_WORDS]
+    return " ".join(words) or query
 
 
 def _quote(value: str) -> str:
@@ -142,6 +154,8 @@ class MilvusRetriever:
 
     def _search(self, mode: SearchMode, batch: list[Search], limit: int, expr: str) -> list[list[dict[str, Any]]]:
         vectors, queries = [s.vector for s in batch], [s.query for s in batch]
+        if self.retrieval.bm25_stop_words:
+            queries = [without_stop_words(q) for q in queries]
         if mode == "dense":
             return self.client.search(
                 self.collection, data=vectors, anns_field="vector", limit=limit, filter=expr,

@@ -16,7 +16,7 @@ from rag.store import MilvusChunkStore
 from serve_app.errors import from_milvus_error
 from serve_app.ingress import RagService
 from serve_app.protocol import RetrievalFilter, Source
-from serve_app.retriever import MilvusRetriever, Search, filter_expr, fuse_minmax
+from serve_app.retriever import MilvusRetriever, Search, filter_expr, fuse_minmax, without_stop_words
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
@@ -84,6 +84,16 @@ def test_rrf_fusion_runs_in_milvus(retriever, embedder):
     hits = search(rrf, embedder, "HNSW graph neighbours M", "hybrid")
     assert hits[0].source == "guide/index.html"
     assert hits[0].score == pytest.approx(2 / 61)  # first in both lists: 1/(60+1) twice
+
+
+def test_bm25_can_leave_stop_words_out_of_the_query(retriever):
+    plain = MilvusRetriever(retriever.cfg, 384, RetrievalConfig(bm25_stop_words=False), store=retriever.store)
+    assert len(plain.retrieve("the HNSW and", None, mode="bm25", top_k=4)) > 1  # "the" and "and" match others
+    stopped = retriever  # the default
+    assert [s.source for s in stopped.retrieve("the HNSW and", None, mode="bm25", top_k=4)] == ["guide/index.html"]
+    only_stop_words = stopped.retrieve("to and the", None, mode="bm25", top_k=4)  # sent as it is
+    assert only_stop_words and only_stop_words[0].source == "notes/todo.txt"
+    assert without_stop_words("How do I back up a collection? It's the one.") == "How do I back up collection? It's one."
 
 
 @pytest.mark.parametrize("fusion", ["minmax", "rrf"])
