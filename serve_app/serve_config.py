@@ -5,7 +5,6 @@ Kept free of Ray Serve and vLLM imports so the CLI can print it quickly and clea
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import yaml
@@ -24,18 +23,19 @@ IMPORT_PATH = "serve_app.app:build_app"
 SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
 # Ray starts its workers at nice 15. The CPU engine runs llm.cpu_nice below its replica but stops at 19, so at 15
 # replicas and engine ended up nearly equal and a burst of retrievals queued behind the engine's prefill. At 0
-# the replicas outrank the engine as llm.cpu_nice means. The raylet reads it when it starts: it belongs in the
-# environment of whatever starts Ray (`init_local_ray`, `make serve`, a cluster's `ray start`).
-RAY_START_ENV = {"RAY_worker_niceness": "0"}
+# the replicas outrank the engine as llm.cpu_nice means. The raylet reads it when it starts: `init_local_ray`
+# passes it as Ray's system config, `make serve` and a cluster's `ray start` as RAY_START_ENV.
+WORKER_NICENESS = 0
+RAY_START_ENV = {"RAY_worker_niceness": str(WORKER_NICENESS)}
 
 
 def init_local_ray(env_vars: dict[str, str] | None = None, **kwargs: Any):
-    """``ray.init`` for a local cluster that runs this app as shipped: RAY_START_ENV for the raylet it starts,
+    """``ray.init`` that starts a local cluster running this app as shipped: its workers at WORKER_NICENESS,
     SERVE_ENV (plus ``env_vars``) for the job's processes."""
     import ray
 
-    os.environ.update(RAY_START_ENV)
-    return ray.init(runtime_env={"env_vars": {**(env_vars or {}), **SERVE_ENV}}, **kwargs)
+    return ray.init(runtime_env={"env_vars": {**(env_vars or {}), **SERVE_ENV}},
+                    _system_config={"worker_niceness": WORKER_NICENESS}, **kwargs)  # fmt: skip
 
 
 class AppArgs(BaseModel):
