@@ -41,26 +41,34 @@ FUSIONS = {
     "hybrid minmax w=0.6 c=100": {"fusion": "minmax", "dense_weight": 0.6, "candidates": 100},
     "hybrid minmax w=0.6 c=20": {"fusion": "minmax", "dense_weight": 0.6, "candidates": 20},
     "hybrid minmax w=0.6 c=10": {"fusion": "minmax", "dense_weight": 0.6, "candidates": 10},
-    "hybrid minmax w=0.6 stop words": {"fusion": "minmax", "dense_weight": 0.6, "bm25_stop_words": True},
-    "hybrid minmax w=0.6 c=20 stop words": {"fusion": "minmax", "dense_weight": 0.6, "candidates": 20,
-                                            "bm25_stop_words": True},
 }
+# The rows above, and the dense and bm25 rows, send BM25 the query as it is (Milvus' own tokenizing):
+# comparable with the published BM25 figure and with the runs made before stop words were dropped.
+KEEP_STOP_WORDS = {"bm25_stop_words": False}
 
 
 def table(cfg: RagConfig, questions) -> dict[str, dict[str, float]]:
     started = time.perf_counter()
     default = RagConfig().retrieval
-    variants = {label: cfg.retrieval.model_copy(update=fusion) for label, fusion in FUSIONS.items()}
-    variants[f"default (hybrid, {default.fusion})"] = default
-    rows = evaluate_retrieval(cfg, questions, ("dense", "bm25"), hybrid_variants=variants)
+    kept = cfg.model_copy(update={"retrieval": cfg.retrieval.model_copy(update=KEEP_STOP_WORDS)})
+    variants = {label: ("hybrid", kept.retrieval.model_copy(update=fusion)) for label, fusion in FUSIONS.items()}
+    variants["bm25 without stop words"] = ("bm25", kept.retrieval.model_copy(update={"bm25_stop_words": True}))
+    variants["hybrid minmax w=0.6 c=20 without stop words"] = (
+        "hybrid", default.model_copy(update={"candidates": 20, "bm25_stop_words": True}),
+    )
+    variants[f"default (hybrid, {default.fusion}{', without stop words' if default.bm25_stop_words else ''})"] = (
+        "hybrid", default,
+    )
+    rows = evaluate_retrieval(kept, questions, ("dense", "bm25"), variants=variants)
     print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
     return rows
 
 
 def verdict(rows: dict[str, dict[str, float]]) -> str:
     default = next(v for k, v in rows.items() if k.startswith("default"))
-    beats = default["mrr@10"] >= rows["dense"]["mrr@10"] and default["mrr@10"] >= rows["bm25"]["mrr@10"]
-    return f"default mode MRR@10 >= dense and >= bm25: {'yes' if beats else 'NO'}"
+    others = [rows[k]["mrr@10"] for k in ("dense", "bm25", "bm25 without stop words")]
+    beats = default["mrr@10"] >= max(others)
+    return f"default mode MRR@10 >= dense and >= bm25 (either query): {'yes' if beats else 'NO'}"
 
 
 def main() -> int:

@@ -44,24 +44,24 @@ def question_set(rows: list[dict[str, str]], name: str = "questions") -> Questio
 
 def evaluate_retrieval(
     cfg: RagConfig, questions: QuestionSet, modes: tuple[str, ...] = SEARCH_MODES, *,
-    hybrid_variants: Mapping[str, RetrievalConfig] | None = None,
+    variants: Mapping[str, tuple[str, RetrievalConfig]] | None = None,
 ) -> dict[str, dict[str, float]]:  # fmt: skip
-    """A row per search mode, then one per labelled hybrid fusion setting; the queries are embedded once."""
+    """A row per search mode, then one per labelled (mode, retrieval settings); the queries are embedded once.
+    Hybrid goes no deeper than its candidate lists, so the ranking is the one Serve's top_k passages take."""
     retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim, cfg.retrieval)  # ValueError if there is no collection
     embedder = SentenceTransformersEmbedder(cfg.embedder)
     ids = list(questions.queries)
     vectors = dict(zip(ids, embedder.embed_queries([questions.queries[i] for i in ids]).tolist()))
 
-    def run(r: MilvusRetriever, mode: str, top_k: int = CANDIDATES) -> dict[str, float]:
+    def run(r: MilvusRetriever, mode: str) -> dict[str, float]:
+        top_k = min(CANDIDATES, r.retrieval.candidates) if mode == "hybrid" else CANDIDATES
         runs = {i: [s.url for s in r.retrieve(questions.queries[i], vectors[i], mode=mode, top_k=top_k)]
                 for i in ids}  # fmt: skip
         return score(questions.qrels, runs)
 
     results = {mode: run(retriever, mode) for mode in modes}
-    for label, retrieval in (hybrid_variants or {}).items():
-        # No deeper than the variant's own candidate lists, so the ranking is the one Serve's top_k passages take.
-        results[label] = run(MilvusRetriever(cfg.milvus, cfg.embedder.dim, retrieval, store=retriever.store), "hybrid",
-                             min(CANDIDATES, retrieval.candidates))  # fmt: skip
+    for label, (mode, retrieval) in (variants or {}).items():
+        results[label] = run(MilvusRetriever(cfg.milvus, cfg.embedder.dim, retrieval, store=retriever.store), mode)
     return results
 
 

@@ -154,7 +154,7 @@ class MilvusRetriever:
 
     def _search(self, mode: SearchMode, batch: list[Search], limit: int, expr: str) -> list[list[dict[str, Any]]]:
         vectors, queries = [s.vector for s in batch], [s.query for s in batch]
-        if self.retrieval.bm25_stop_words:
+        if self.retrieval.bm25_stop_words and mode != "dense":
             queries = [without_stop_words(q) for q in queries]
         if mode == "dense":
             return self.client.search(

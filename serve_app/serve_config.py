@@ -31,10 +31,11 @@ RAY_START_ENV = {"RAY_worker_niceness": str(WORKER_NICENESS)}
 
 def init_local_ray(env_vars: dict[str, str] | None = None, **kwargs: Any):
     """``ray.init`` that starts a local cluster running this app as shipped: its workers at WORKER_NICENESS,
-    SERVE_ENV (plus ``env_vars``) for the job's processes."""
+    SERVE_ENV (plus ``env_vars``) for the job's processes. Always a new cluster (Ray takes no system config
+    when it joins one): on an existing cluster, start Ray with RAY_START_ENV and connect with ``ray.init``."""
     import ray
 
-    return ray.init(runtime_env={"env_vars": {**(env_vars or {}), **SERVE_ENV}},
+    return ray.init(address="local", runtime_env={"env_vars": {**(env_vars or {}), **SERVE_ENV}},
                     _system_config={"worker_niceness": WORKER_NICENESS}, **kwargs)  # fmt: skip
 
 
