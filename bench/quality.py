@@ -4,7 +4,8 @@
                             [--chunking 1024/102 512/51:plain] [--with-question]
 
 Each set goes through the real ingest job into a freshly dropped milvus-lite collection, then every question
-through the real retriever. Per set it prints dense, BM25, hybrid under each fusion tried, and the
+through the real retriever. Per set it prints dense, BM25, hybrid under each fusion and candidate pool
+tried (BM25 given the query as it is), BM25 and hybrid with the query's stop words dropped, and the
 shipped default. SciFact prints the published nDCG@10 beside ours; the FAQ set runs with each question's
 heading left out of the index (``--exclude-question``) and, with ``--with-question``, as extracted.
 ``--chunking`` re-ingests the FAQ corpus per chunk size/overlap (``:plain``: without the title and heading
