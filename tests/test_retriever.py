@@ -89,9 +89,9 @@ def test_rrf_fusion_runs_in_milvus(retriever, embedder):
 def test_bm25_can_leave_stop_words_out_of_the_query(retriever):
     plain = MilvusRetriever(retriever.cfg, 384, RetrievalConfig(bm25_stop_words=False), store=retriever.store)
     assert len(plain.retrieve("the HNSW and", None, mode="bm25", top_k=4)) > 1  # "the" and "and" match others
-    stopped = retriever  # the default
-    assert [s.source for s in stopped.retrieve("the HNSW and", None, mode="bm25", top_k=4)] == ["guide/index.html"]
-    only_stop_words = stopped.retrieve("to and the", None, mode="bm25", top_k=4)  # sent as it is
+    # The fixture's retriever has the default settings, stop words dropped.
+    assert [s.source for s in retriever.retrieve("the HNSW and", None, mode="bm25", top_k=4)] == ["guide/index.html"]
+    only_stop_words = retriever.retrieve("to and the", None, mode="bm25", top_k=4)  # sent as it is
     assert only_stop_words and only_stop_words[0].source == "notes/todo.txt"
     assert without_stop_words("How do I back up a collection? It's the one.") == "How do I back up collection? It's one."
 
