@@ -153,10 +153,9 @@ class RagService:
         if max_tokens >= self.cfg.llm.max_model_len:
             raise bad_request(f"max_tokens must be below the context of {self.cfg.llm.max_model_len}",
                               param="max_tokens", code="context_length_exceeded")  # fmt: skip
-        # Fail a too-long conversation before paying for retrieval.
-        self.prompt.build(conversation, [], max_tokens=max_tokens)
+        used = self.prompt.check(conversation, max_tokens=max_tokens)  # a too-long conversation fails before retrieval
         sources = await self.sources_for(query, options)
-        messages, sources = self.prompt.build(conversation, sources, max_tokens=max_tokens)
+        messages, sources = self.prompt.build(conversation, sources, max_tokens=max_tokens, used=used)
         engine_request = request.model_copy(
             update={"messages": messages, "max_tokens": max_tokens, "max_completion_tokens": None}
         )

@@ -35,11 +35,9 @@ class PromptBuilder:
         return len(self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
                                                       return_dict=False))  # fmt: skip
 
-    def build(
-        self, conversation: list[dict[str, Any]], sources: list[Source], *, max_tokens: int
-    ) -> tuple[list[dict[str, Any]], list[Source]]:
-        """Returns the messages and the passages that fit (renumbered 1..n); raises a 400 when even the
-        conversation alone leaves no room for ``max_tokens`` of answer."""
+    def check(self, conversation: list[dict[str, Any]], *, max_tokens: int) -> int:
+        """Tokens of our instructions and the conversation; a 400 when they leave no room for ``max_tokens``
+        of answer. The ingress calls it before paying for retrieval."""
         budget = self.max_model_len - max_tokens
         used = self.count([{"role": "system", "content": INSTRUCTIONS}, *conversation])
         if used > budget:
@@ -48,6 +46,16 @@ class PromptBuilder:
                 f"of {self.max_model_len} tokens",
                 param="messages", code="context_length_exceeded",
             )  # fmt: skip
+        return used
+
+    def build(
+        self, conversation: list[dict[str, Any]], sources: list[Source], *, max_tokens: int, used: int | None = None
+    ) -> tuple[list[dict[str, Any]], list[Source]]:
+        """Returns the messages and the passages that fit (renumbered 1..n). ``used`` is ``check``'s answer
+        when the caller has it already (counting the conversation again costs a chat-template render)."""
+        budget = self.max_model_len - max_tokens
+        if used is None:
+            used = self.check(conversation, max_tokens=max_tokens)
         fitted: list[Source] = []
         for source in sources:
             candidate = source.model_copy(update={"index": len(fitted) + 1})

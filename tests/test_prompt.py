@@ -40,3 +40,16 @@ def test_conversation_longer_than_context_is_a_400(tokenizer):
     with pytest.raises(APIError) as err:
         builder.build([{"role": "user", "content": "word " * 1000}], [], max_tokens=64)
     assert err.value.status == 400 and err.value.code == "context_length_exceeded"
+
+
+def test_check_counts_the_conversation_once_for_build(tokenizer):
+    builder = PromptBuilder(tokenizer, max_model_len=600)
+    conversation = [{"role": "user", "content": "question"}]
+    used = builder.check(conversation, max_tokens=100)
+    assert used == builder.count([{"role": "system", "content": INSTRUCTIONS}, *conversation])
+    sources = [source(i, words=100) for i in range(1, 10)]
+    fitted = builder.build(conversation, sources, max_tokens=100)
+    assert builder.build(conversation, sources, max_tokens=100, used=used) == fitted
+    with pytest.raises(APIError) as err:
+        builder.check([{"role": "user", "content": "word " * 1000}], max_tokens=64)
+    assert err.value.status == 400 and err.value.code == "context_length_exceeded"
