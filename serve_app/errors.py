@@ -11,11 +11,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from pymilvus import MilvusException
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
 from rag.store import MilvusUnavailable
+from serve_app.protocol import EngineDeadError
 
 logger = logging.getLogger(__name__)
 RETRY_AFTER_S = "5"
+# A part of the app that is down, restarting or full: Serve replaces a dead replica (and LLMServer one whose engine
+# died), so the client should come back later, not read a 500. Ray raises a handle call's remote exception as a
+# class that is both RayTaskError and its cause, so EngineDeadError matches through any number of hops.
+UNAVAILABLE_ERRORS = (EngineDeadError, RayActorError, BackPressureError, DeploymentUnavailableError,
+                      ReplicaUnavailableError)  # fmt: skip
 
 
 class APIError(Exception):
@@ -61,6 +69,11 @@ def from_milvus_error(error: MilvusException) -> APIError:
     return unavailable(f"Milvus is unavailable: {error.message}")
 
 
+def from_unavailable(error: Exception) -> APIError:
+    part = "the LLM engine" if isinstance(error, EngineDeadError) else "a part of the service"
+    return unavailable(f"{part} is unavailable ({type(error).__name__}); retry shortly")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     def respond(error: APIError) -> JSONResponse:
         headers = {"Retry-After": RETRY_AFTER_S} if error.status == 503 else None
@@ -85,6 +98,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MilvusUnavailable)
     async def _milvus_down(_: Request, exc: MilvusUnavailable) -> JSONResponse:
         return respond(unavailable(str(exc)))
+
+    async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
+        logger.warning("unavailable: %s", type(exc).__name__)
+        return respond(from_unavailable(exc))
+
+    for error_type in UNAVAILABLE_ERRORS:
+        app.add_exception_handler(error_type, _unavailable)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

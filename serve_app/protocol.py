@@ -8,12 +8,14 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, ChatCompletionResponse
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse as EngineErrorResponse
+from vllm.v1.engine.exceptions import EngineDeadError
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
 
 __all__ = [
     "ChatCompletionRequest",
     "ChatCompletionResponse",
+    "EngineDeadError",
     "EngineErrorResponse",
     "RetrievalFilter",
     "RetrievalOptions",

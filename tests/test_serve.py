@@ -264,3 +264,32 @@ def test_rag_eval_through_the_chat_endpoint(rag_app, tmp_path, capsys):
     assert chat["gold_in_sources"] > 0  # the performance FAQ is in the collection
     assert 0 <= chat["gold_cited"] <= chat["gold_in_sources"]
     assert 0 < chat["token_f1"] <= 1
+
+
+def test_a_dead_engine_is_a_503_until_serve_replaces_it(rag_app, client):
+    """Kills the vLLM engine under the running app (last in the module: the engine restarts). Chats get a 503 with
+    Retry-After, stream or not, never a 500; Serve's health check replaces the LLM replica, and chats answer again."""
+    import time
+
+    question = [{"role": "user", "content": "What is the chunk cache?"}]
+    (engine,) = _processes("VLLM::EngineCore")
+    engine.kill()
+    engine.wait(30)
+    for stream in (False, True):
+        with pytest.raises(openai.APIStatusError) as err:
+            client.chat.completions.create(model="rag", messages=question, stream=stream)
+        assert err.value.status_code == 503, err.value
+        assert err.value.response.headers["retry-after"] == "5"
+        assert err.value.body["type"] == "service_unavailable" and "LLM engine" in err.value.body["message"]
+
+    deadline = time.monotonic() + 300
+    while True:
+        try:
+            answer = client.chat.completions.create(model="rag", messages=question)
+            break
+        except openai.APIStatusError as e:
+            assert e.status_code == 503, e  # while the replica is replaced: unavailable, not broken
+            assert time.monotonic() < deadline, "the engine was not replaced in 5 minutes"
+            time.sleep(2)
+    assert answer.choices[0].message.content and answer.model_extra["sources"]
+    assert _processes("VLLM::EngineCore")[0].pid != engine.pid
