@@ -266,6 +266,23 @@ def test_rag_eval_through_the_chat_endpoint(rag_app, tmp_path, capsys):
     assert 0 < chat["token_f1"] <= 1
 
 
+def test_a_client_that_goes_away_stops_its_generation(rag_app):
+    """A streaming client that disconnects after its first event must not leave the engine generating the rest:
+    Serve cancels the request through every hop and vLLM aborts it, so the engine's worker goes idle."""
+    import time
+
+    (worker,) = _processes("VLLM::Worker")
+    body = {"model": "rag", "messages": [{"role": "user", "content": "What is the chunk cache?"}], "stream": True,
+            "max_tokens": 1500, "ignore_eos": True}  # about a minute of tokens here, unless it is stopped
+    with httpx.stream("POST", f"{rag_app[1]}/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        next(response.iter_lines())
+    time.sleep(3)  # the worker spins for a second after its last step
+    before = sum(worker.cpu_times()[:2])
+    time.sleep(3)
+    assert sum(worker.cpu_times()[:2]) - before < 0.5  # generating, it would use about 3 CPU seconds
+
+
 def test_a_dead_engine_is_a_503_until_serve_replaces_it(rag_app, client):
     """Kills the vLLM engine under the running app (last in the module: the engine restarts). Chats get a 503 with
     Retry-After, stream or not, never a 500; Serve's health check replaces the LLM replica, and chats answer again."""
