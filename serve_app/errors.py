@@ -74,6 +74,14 @@ def from_unavailable(error: Exception) -> APIError:
     return unavailable(f"{part} is unavailable ({type(error).__name__}); retry shortly")
 
 
+def from_stream_failure(error: Exception) -> APIError:
+    """An exception after the stream's status line went out: it ends the stream as an error event."""
+    if isinstance(error, UNAVAILABLE_ERRORS):
+        return from_unavailable(error)
+    logger.error("generation failed", exc_info=error)
+    return APIError(500, f"generation failed: {type(error).__name__}", type="internal_error")
+
+
 def install_error_handlers(app: FastAPI) -> None:
     def respond(error: APIError) -> JSONResponse:
         headers = {"Retry-After": RETRY_AFTER_S} if error.status == 503 else None
@@ -100,7 +108,7 @@ def install_error_handlers(app: FastAPI) -> None:
         return respond(unavailable(str(exc)))
 
     async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
-        logger.warning("unavailable: %s", type(exc).__name__)
+        logger.warning("unavailable: %r", exc)
         return respond(from_unavailable(exc))
 
     for error_type in UNAVAILABLE_ERRORS:

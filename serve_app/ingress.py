@@ -16,7 +16,14 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
 
 from rag.config import RagConfig
-from serve_app.errors import APIError, bad_request, from_engine_error, from_validation_error, install_error_handlers
+from serve_app.errors import (
+    APIError,
+    bad_request,
+    from_engine_error,
+    from_stream_failure,
+    from_validation_error,
+    install_error_handlers,
+)
 from serve_app.prompt import PromptBuilder
 from serve_app.protocol import (
     ChatCompletionRequest,
@@ -197,7 +204,7 @@ class RagService:
                 if chunk := "".join(events(items)):
                     yield chunk
         except Exception as e:  # the status line is already sent: end the stream with an error event
-            yield APIError(503, f"generation failed: {type(e).__name__}", type="service_unavailable").sse()
+            yield from_stream_failure(e).sse()
 
 
 def build_fastapi(service: RagService) -> FastAPI:

@@ -1,8 +1,10 @@
 import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from ray.exceptions import ActorDiedError, RayTaskError
 from ray.serve.exceptions import BackPressureError
 
-from serve_app.errors import from_unavailable
+from serve_app.errors import from_stream_failure, from_unavailable, install_error_handlers
 from serve_app.protocol import EngineDeadError
 
 
@@ -17,6 +19,29 @@ def _raised_through_a_handle(cause: Exception) -> Exception:
     (BackPressureError(num_queued_requests=10, max_queued_requests=10), "a part of the service"),
 ])  # fmt: skip
 def test_a_part_that_is_down_is_a_503(error, names):
-    api_error = from_unavailable(error)
-    assert api_error.status == 503 and api_error.type == "service_unavailable"
-    assert api_error.message.startswith(f"{names} is unavailable")
+    for api_error in (from_unavailable(error), from_stream_failure(error)):
+        assert api_error.status == 503 and api_error.type == "service_unavailable"
+        assert api_error.message.startswith(f"{names} is unavailable")
+
+
+def test_handlers_tell_a_dead_engine_from_a_bug():
+    """Starlette picks a handler by the exception's MRO: a handle's RayTaskError(EngineDeadError) must reach the 503
+    handler, and a RayTaskError(ValueError) the generic 500."""
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/dead")
+    async def dead():
+        raise _raised_through_a_handle(EngineDeadError("engine core died"))
+
+    @app.get("/bug")
+    async def bug():
+        raise _raised_through_a_handle(ValueError("oops"))
+
+    client = TestClient(app, raise_server_exceptions=False)
+    response = client.get("/dead")
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert response.json()["error"]["type"] == "service_unavailable"
+    response = client.get("/bug")
+    assert response.status_code == 500 and response.json()["error"]["type"] == "internal_error"
+    assert from_stream_failure(ValueError("oops")).status == 500

@@ -43,13 +43,26 @@ def test_conversation_longer_than_context_is_a_400(tokenizer):
 
 
 def test_check_counts_the_conversation_once_for_build(tokenizer):
-    builder = PromptBuilder(tokenizer, max_model_len=600)
+    class CountingTokenizer:
+        renders = 0
+
+        def apply_chat_template(self, *args, **kwargs):
+            self.renders += 1
+            return tokenizer.apply_chat_template(*args, **kwargs)
+
+        def encode(self, *args, **kwargs):
+            return tokenizer.encode(*args, **kwargs)
+
+    counting = CountingTokenizer()
+    builder = PromptBuilder(counting, max_model_len=600)
     conversation = [{"role": "user", "content": "question"}]
+    sources = [source(i, words=100) for i in range(1, 10)]
     used = builder.check(conversation, max_tokens=100)
     assert used == builder.count([{"role": "system", "content": INSTRUCTIONS}, *conversation])
-    sources = [source(i, words=100) for i in range(1, 10)]
-    fitted = builder.build(conversation, sources, max_tokens=100)
-    assert builder.build(conversation, sources, max_tokens=100, used=used) == fitted
+    renders = counting.renders
+    built = builder.build(conversation, sources, max_tokens=100, used=used)
+    assert counting.renders == renders  # the passages are counted with encode; the conversation is not re-rendered
+    assert built == builder.build(conversation, sources, max_tokens=100)
     with pytest.raises(APIError) as err:
         builder.check([{"role": "user", "content": "word " * 1000}], max_tokens=64)
     assert err.value.status == 400 and err.value.code == "context_length_exceeded"
