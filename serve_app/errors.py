@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from pymilvus import MilvusException
+from starlette.exceptions import HTTPException
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
@@ -83,9 +84,16 @@ def from_stream_failure(error: Exception) -> APIError:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    def respond(error: APIError) -> JSONResponse:
-        headers = {"Retry-After": RETRY_AFTER_S} if error.status == 503 else None
+    def respond(error: APIError, headers: dict[str, str] | None = None) -> JSONResponse:
+        if error.status == 503:
+            headers = {**(headers or {}), "Retry-After": RETRY_AFTER_S}
         return JSONResponse(error.body(), status_code=error.status, headers=headers)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        # Starlette's own: an unknown route (404) or method (405), as OpenAI words them.
+        message = f"{exc.detail}: {request.method} {request.url.path}"
+        return respond(APIError(exc.status_code, message), headers=exc.headers)
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:

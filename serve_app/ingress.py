@@ -156,7 +156,10 @@ class RagService:
     async def chat(self, body: Any) -> dict[str, Any] | AsyncIterator[str]:
         """A response body, or an SSE stream whose first event carries the sources."""
         request, options, conversation, query = self.parse_chat(body)
-        max_tokens = request.max_completion_tokens or request.max_tokens or self.cfg.llm.max_tokens
+        asked = (request.max_completion_tokens, request.max_tokens)
+        max_tokens = next((n for n in asked if n is not None), self.cfg.llm.max_tokens)
+        if max_tokens < 1:
+            raise bad_request(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
         if max_tokens >= self.cfg.llm.max_model_len:
             raise bad_request(f"max_tokens must be below the context of {self.cfg.llm.max_model_len}",
                               param="max_tokens", code="context_length_exceeded")  # fmt: skip

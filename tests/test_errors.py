@@ -45,3 +45,20 @@ def test_handlers_tell_a_dead_engine_from_a_bug():
     response = client.get("/bug")
     assert response.status_code == 500 and response.json()["error"]["type"] == "internal_error"
     assert from_stream_failure(ValueError("oops")).status == 500
+
+
+def test_unknown_routes_and_methods_are_openai_errors():
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.post("/v1/chat/completions")
+    async def chat():
+        return {}
+
+    client = TestClient(app)
+    response = client.get("/v1/nope")
+    assert response.status_code == 404
+    assert response.json()["error"]["message"] == "Not Found: GET /v1/nope"
+    response = client.get("/v1/chat/completions")
+    assert response.status_code == 405 and response.headers["allow"] == "POST"
+    assert response.json()["error"]["type"] == "invalid_request_error"

@@ -232,6 +232,7 @@ BAD_REQUESTS = [
     ({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}, 404, "does not exist"),
     ({"model": "rag", "messages": [{"role": "user", "content": "word " * 5000}]}, 400, "context"),
     ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}, 400, "max_tokens"),
+    ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 400, "max_tokens"),
     ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "top_k": 0}, 400, "top_k"),
     ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "search": "fuzzy"}, 400, "search"),
     ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "filter": {"sql": "1"}}, 400, "filter"),
@@ -259,6 +260,10 @@ def test_invalid_json_and_client_errors(rag_app, client):
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="rag", messages=[{"role": "user", "content": "word " * 5000}])
     assert err.value.body["code"] == "context_length_exceeded"
+    for path, status in (("/nope", 404), ("/chat/completions", 405)):  # an unknown route, a GET on a POST one
+        response = httpx.get(f"{rag_app[1]}{path}", timeout=30)
+        assert response.status_code == status
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}, response.text
 
 
 def test_rag_eval_through_the_chat_endpoint(rag_app, tmp_path, capsys):
