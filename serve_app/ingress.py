@@ -41,6 +41,7 @@ RetrieveFn = Callable[[str, list[float] | None, SearchMode, int, RetrievalFilter
 GenerateFn = Callable[[ChatCompletionRequest], AsyncIterator[Any]]
 EXTRA_FIELDS = tuple(RetrievalOptions.model_fields)
 CONVERSATION_ROLES = ("user", "assistant")
+MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit per request
 CHAT_SOURCE_FIELDS = {"index", "id", "url", "title", "heading", "source", "doc_type", "score"}
 
 
@@ -138,6 +139,9 @@ class RagService:
         texts = [request.input] if isinstance(request.input, str) else request.input
         if not texts or not all(isinstance(t, str) and t for t in texts):
             raise bad_request("input must be a non-empty string or list of non-empty strings", param="input")
+        if len(texts) > MAX_EMBEDDING_INPUTS:
+            raise bad_request(f"input holds {len(texts)} texts; at most {MAX_EMBEDDING_INPUTS} per request",
+                              param="input")  # fmt: skip
         vectors = await self.embed(texts)
         return {
             "object": "list",

@@ -260,6 +260,9 @@ def test_invalid_json_and_client_errors(rag_app, client):
     with pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model="rag", messages=[{"role": "user", "content": "word " * 5000}])
     assert err.value.body["code"] == "context_length_exceeded"
+    with pytest.raises(openai.BadRequestError) as err:
+        client.embeddings.create(model="rag", input=["text"] * 2049)
+    assert "at most 2048" in err.value.body["message"]
     for path, status in (("/nope", 404), ("/chat/completions", 405)):  # an unknown route, a GET on a POST one
         response = httpx.get(f"{rag_app[1]}{path}", timeout=30)
         assert response.status_code == status
