@@ -11,9 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from pymilvus import MilvusException
-from starlette.exceptions import HTTPException
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+from starlette.exceptions import HTTPException
 
 from rag.store import MilvusUnavailable
 from serve_app.protocol import EngineDeadError
