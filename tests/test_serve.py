@@ -212,6 +212,11 @@ def _engine_process(title: str):
     return engine
 
 
+# A stream that would run for about a minute here unless it is stopped.
+LONG_STREAM = {"model": "rag", "messages": [{"role": "user", "content": "What is the chunk cache?"}], "stream": True,
+               "max_tokens": 1500, "ignore_eos": True}  # fmt: skip
+
+
 def _cpu_seconds(process, seconds: float) -> float:
     before = sum(process.cpu_times()[:2])
     time.sleep(seconds)
@@ -291,9 +296,7 @@ def test_a_client_that_goes_away_stops_its_generation(rag_app):
     """A streaming client that disconnects must not leave the engine generating the rest: Serve cancels the
     request through every hop and vLLM aborts it, so the engine's worker goes idle."""
     worker = _engine_process("VLLM::Worker")
-    body = {"model": "rag", "messages": [{"role": "user", "content": "What is the chunk cache?"}], "stream": True,
-            "max_tokens": 1500, "ignore_eos": True}  # about a minute of tokens here, unless it is stopped
-    with httpx.stream("POST", f"{rag_app[1]}/chat/completions", json=body, timeout=60) as response:
+    with httpx.stream("POST", f"{rag_app[1]}/chat/completions", json=LONG_STREAM, timeout=60) as response:
         assert response.status_code == 200
         next(response.iter_lines())
         assert _cpu_seconds(worker, 1) > 0.5  # this is the process that generates
@@ -305,10 +308,9 @@ def test_a_dead_engine_is_a_503_until_serve_replaces_it(rag_app, client):
     """Kills the vLLM engine under the running app, mid-stream (last in the module: the engine restarts). The open
     stream ends with vLLM's error event; new chats get a 503 with Retry-After, stream or not, never a 500; Serve's
     health check replaces the LLM replica, and chats answer again."""
-    question = [{"role": "user", "content": "What is the chunk cache?"}]
+    question = LONG_STREAM["messages"]
     engine = _engine_process("VLLM::EngineCore")
-    body = {"model": "rag", "messages": question, "stream": True, "max_tokens": 1500, "ignore_eos": True}
-    with httpx.stream("POST", f"{rag_app[1]}/chat/completions", json=body, timeout=60) as response:
+    with httpx.stream("POST", f"{rag_app[1]}/chat/completions", json=LONG_STREAM, timeout=60) as response:
         lines = response.iter_lines()
         assert "sources" in json.loads(next(lines).removeprefix("data: "))
         engine.kill()
