@@ -7,13 +7,14 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pymilvus import AnnSearchRequest, RRFRanker
+from pymilvus import AnnSearchRequest, MilvusException, RRFRanker
 
 from rag.config import MilvusConfig, RetrievalConfig
 from rag.store import METADATA_FIELDS, MilvusChunkStore
 from serve_app.protocol import RetrievalFilter, SearchMode, Source
 
 OUTPUT_FIELDS = ["text", *METADATA_FIELDS]
+COLLECTION_NOT_LOADED = 101  # Milvus' error code (milvus-lite's too) for a search on a released collection
 # Lucene's English stop words (Elasticsearch's `_english_`), which milvus-lite's analyzer does not have.
 ENGLISH_STOP_WORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their then there these they "
@@ -143,7 +144,7 @@ class MilvusRetriever:
         for (mode, limit, expr), members in groups.items():
             batch = [calls[i] for i in members]
             try:
-                found = self._search(mode, batch, limit, expr)
+                found = self._search_loaded(mode, batch, limit, expr)
             except Exception as e:  # handed to each of its callers, who raise it
                 for i in members:
                     results[i] = e
@@ -151,6 +152,18 @@ class MilvusRetriever:
             for i, hits in zip(members, found):
                 results[i] = [self._source(n, hit, mode) for n, hit in enumerate(hits, start=1)]
         return results
+
+    def _search_loaded(self, mode: SearchMode, batch: list[Search], limit: int,
+                       expr: str) -> list[list[dict[str, Any]]]:  # fmt: skip
+        """A restarted milvus-lite, or an operator's release, leaves the collection released, and every search
+        would fail until this replica restarts: load it again and search once more."""
+        try:
+            return self._search(mode, batch, limit, expr)
+        except MilvusException as e:
+            if e.code != COLLECTION_NOT_LOADED:
+                raise
+        self.client.load_collection(self.collection)
+        return self._search(mode, batch, limit, expr)
 
     def _search(self, mode: SearchMode, batch: list[Search], limit: int, expr: str) -> list[list[dict[str, Any]]]:
         vectors, queries = [s.vector for s in batch], [s.query for s in batch]

@@ -45,13 +45,18 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout_s: float
 
 
 @pytest.fixture(scope="session")
-def milvus_uri(tmp_path_factory) -> str:
+def milvus_server(tmp_path_factory) -> MilvusConfig:
     """A real milvus-lite server on loopback, shared by the test process, Ray workers and Serve replicas; started
     the way the app starts its own."""
     cfg = MilvusConfig(uri=f"http://127.0.0.1:{free_port()}", local_data_dir=str(tmp_path_factory.mktemp("milvus")))
     start_local(cfg)
-    yield cfg.uri
+    yield cfg
     stop_local(cfg)
+
+
+@pytest.fixture(scope="session")
+def milvus_uri(milvus_server) -> str:
+    return milvus_server.uri
 
 
 @pytest.fixture(scope="session")

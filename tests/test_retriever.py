@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 import pytest
 from pymilvus import MilvusException
@@ -175,7 +176,9 @@ def test_filter_expressions_are_quoted():
     assert expr == 'url like "a\\"b%" and source like "s/%" and doc_type in ["html"]'
 
 
-def test_a_restarted_milvus_serves_once_the_retriever_loads_the_collection(tmp_path, embedder):
+def test_a_restarted_milvus_serves_the_retriever_that_ran_before(tmp_path, embedder):
+    """The collection comes back released; the running retriever loads it again rather than failing every search
+    (code 101, "in state 'released'") until its replica restarts."""
     cfg = MilvusConfig(uri=f"http://127.0.0.1:{free_port()}", collection="restarted", local_data_dir=str(tmp_path))
     pid = start_local(cfg)
     # Own process group (a Ctrl-C to the caller spares it), same session: a new session is a new autogroup
@@ -186,11 +189,20 @@ def test_a_restarted_milvus_serves_once_the_retriever_loads_the_collection(tmp_p
         store.ensure_collection()
         store.upsert(rows_for(embedder))
         store.flush()
+        retriever = MilvusRetriever(cfg, 384)
+        assert search(retriever, embedder, "HNSW graph neighbours M", "hybrid")[0].source == "guide/index.html"
     finally:
         stop_local(cfg)
-    start_local(cfg)  # the collection comes back released: searching it as is fails
+    start_local(cfg)
     try:
-        hits = search(MilvusRetriever(cfg, 384), embedder, "HNSW graph neighbours M", "hybrid")
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                hits = search(retriever, embedder, "HNSW graph neighbours M", "hybrid")
+                break
+            except MilvusException as e:  # only while gRPC reconnects (its backoff is about a second)
+                assert "Fail connecting" in e.message and time.monotonic() < deadline, e
+                time.sleep(0.5)
         assert hits[0].source == "guide/index.html"
     finally:
         stop_local(cfg)

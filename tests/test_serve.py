@@ -16,6 +16,7 @@ from openai import OpenAI
 
 from ingest_jobs.ingest import run_ingest
 from rag.config import RagConfig
+from rag.milvus_server import start_local, stop_local
 from rag.store import MilvusChunkStore
 from tests.conftest import REPO, copy_pages, free_port
 
@@ -302,6 +303,32 @@ def test_a_client_that_goes_away_stops_its_generation(rag_app):
         assert _cpu_seconds(worker, 1) > 0.5  # this is the process that generates
     time.sleep(3)  # the worker spins for a second after its last step
     assert _cpu_seconds(worker, 3) < 0.5  # still generating, it would use about 3 CPU seconds
+
+
+def test_milvus_going_away_is_a_503_and_its_return_is_served(rag_app, client, milvus_server):
+    """Milvus stops under the running app: chats get a 503 with Retry-After, stream or not. It comes back with the
+    collection released (as milvus-lite restarts); the Retriever loads it again and chats answer with sources."""
+    question = [{"role": "user", "content": "What is the chunk cache?"}]
+    stop_local(milvus_server)
+    try:
+        for stream in (False, True):
+            with pytest.raises(openai.APIStatusError) as err:
+                client.chat.completions.create(model="rag", messages=question, stream=stream, max_tokens=MAX_TOKENS)
+            assert err.value.status_code == 503, err.value
+            assert err.value.response.headers["retry-after"] == "5"
+            assert "Milvus is unavailable" in err.value.body["message"]
+    finally:
+        start_local(milvus_server)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            answer = client.chat.completions.create(model="rag", messages=question, max_tokens=MAX_TOKENS)
+            break
+        except openai.APIStatusError as e:  # only while gRPC reconnects (its backoff is about a second)
+            assert e.status_code == 503 and "Fail connecting" in e.body["message"], e
+            assert time.monotonic() < deadline, "Milvus came back but the app did not answer in 30 s"
+            time.sleep(1)
+    assert answer.choices[0].message.content and answer.model_extra["sources"]
 
 
 def test_a_dead_engine_is_a_503_until_serve_replaces_it(rag_app, client):
