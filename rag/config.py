@@ -148,9 +148,9 @@ class LLMConfig(_Section):
         "0 sends each token as it comes (see README for the trade-off).",
     )
     cpu_nice: int = Field(
-        10, ge=0, le=19,
-        description="CPU engine only: run its processes (not the replica's own threads, which stream) at this nice "
-        "level, so retrieval and streaming come first.",
+        19, ge=0, le=19,
+        description="CPU engine only: run its processes (not the replica's own threads, which stream) this many nice "
+        "levels below the replica (at most 19), so retrieval and streaming come first.",
     )
     cpu_scheduler_on_worker_cores: bool = Field(
         True,

@@ -181,13 +181,13 @@ def test_replicas_run_in_serves_low_overhead_mode(rag_app):
 
 
 def test_replicas_outrank_the_cpu_engine(rag_app):
-    # Ray would start the replicas at nice 15, where the engine's +10 stops at 19 and hardly ranks lower. The LLM
+    # Ray would start the replicas at nice 15, where the engine's nice stops at 19 and hardly ranks lower. The LLM
     # replica streams: only the engine's own processes, every thread of them, run lower.
     replicas = _processes("ServeReplica:rag:RagIngress", "ServeReplica:rag:Retriever", "ServeReplica:rag:LLMServer")
     engine = _processes("VLLM::EngineCore", "VLLM::Worker")
     assert [p.nice() for p in replicas] == [0, 0, 0] and len(engine) == 2, (replicas, engine)
     threads = [t.id for p in engine for t in p.threads()]
-    assert min(os.getpriority(os.PRIO_PROCESS, t) for t in threads) >= 10
+    assert min(os.getpriority(os.PRIO_PROCESS, t) for t in threads) == rag_app[0].llm.cpu_nice == 19
 
 
 def test_cpu_engine_scheduler_runs_on_its_workers_cores(rag_app):

@@ -33,7 +33,7 @@ def test_llm_config_on_cpu_and_gpu():
     assert local["experimental_configs"]["stream_batching_interval_ms"] == 200
     assert local["engine_kwargs"]["max_num_batched_tokens"] == 512
     assert cpu_engine_settings(local_llm) == {
-        "nice": 10, "scheduler_on_worker_cores": True,
+        "nice": 19, "scheduler_on_worker_cores": True,
     }  # fmt: skip
     gpu = llm_config_kwargs(gpu_llm, "meta-llama/Llama-3.1-8B-Instruct")
     assert "accelerator_config" not in gpu and gpu["engine_kwargs"]["gpu_memory_utilization"] == 0.9
