@@ -162,7 +162,7 @@ class MilvusRetriever:
         except MilvusException as e:
             if e.code != COLLECTION_NOT_LOADED:
                 raise
-        self.client.load_collection(self.collection)
+        self.client.load_collection(self.collection, timeout=self.cfg.timeout_s)  # a stalled load: 503, not a hang
         return self._search(mode, batch, limit, expr)
 
     def _search(self, mode: SearchMode, batch: list[Search], limit: int, expr: str) -> list[list[dict[str, Any]]]:
