@@ -8,7 +8,9 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -21,6 +23,7 @@ SHARED = REPO.parent / "shared"
 MILVUS_DOCS = SHARED / "corpus" / "milvus-docs"
 SCIFACT = SHARED / "eval" / "scifact"
 # Credentials for the moto S3 server; Ray workers get them through the job's runtime_env.
+T = TypeVar("T")
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 
 
@@ -42,6 +45,19 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout_s: float
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"{what} did not open port {port} in {timeout_s}s")
+
+
+def answer_eventually(call: Callable[[], T], failures: type[Exception] | tuple[type[Exception], ...],
+                      allowed: Callable[[Exception], bool], timeout_s: float, pause_s: float = 1.0) -> T:
+    """Calls until ``call`` answers, while a part comes back; meanwhile only ``allowed`` failures, up to a deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return call()
+        except failures as e:
+            assert allowed(e), e
+            assert time.monotonic() < deadline, f"no answer in {timeout_s:.0f} s: {e!r}"
+            time.sleep(pause_s)
 
 
 @pytest.fixture(scope="session")

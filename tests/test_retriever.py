@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
 import pytest
 from pymilvus import MilvusException
@@ -18,7 +17,7 @@ from serve_app.errors import from_milvus_error
 from serve_app.ingress import RagService
 from serve_app.protocol import RetrievalFilter, Source
 from serve_app.retriever import MilvusRetriever, Search, filter_expr, fuse_minmax, without_stop_words
-from tests.conftest import free_port
+from tests.conftest import answer_eventually, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -197,14 +196,10 @@ def test_a_restarted_milvus_serves_the_retriever_that_ran_before(tmp_path, embed
         stop_local(cfg)
     start_local(cfg)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                hits = search(retriever, embedder, "HNSW graph neighbours M", "hybrid")
-                break
-            except MilvusException as e:  # only while gRPC reconnects (its backoff is about a second)
-                assert "released" not in e.message and time.monotonic() < deadline, e
-                time.sleep(0.5)
+        hits = answer_eventually(  # meanwhile only gRPC reconnecting (its backoff is about a second)
+            lambda: search(retriever, embedder, "HNSW graph neighbours M", "hybrid"),
+            MilvusException, lambda e: "released" not in e.message, timeout_s=30, pause_s=0.5,
+        )  # fmt: skip
         assert hits[0].source == "guide/index.html"
     finally:
         stop_local(cfg)

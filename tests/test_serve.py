@@ -18,7 +18,7 @@ from ingest_jobs.ingest import run_ingest
 from rag.config import RagConfig
 from rag.milvus_server import start_local, stop_local
 from rag.store import MilvusChunkStore
-from tests.conftest import REPO, copy_pages, free_port
+from tests.conftest import REPO, answer_eventually, copy_pages, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -319,15 +319,10 @@ def test_milvus_going_away_is_a_503_and_its_return_is_served(rag_app, client, mi
             assert "Milvus is unavailable" in err.value.body["message"]
     finally:
         start_local(milvus_server)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            answer = client.chat.completions.create(model="rag", messages=question, max_tokens=MAX_TOKENS)
-            break
-        except openai.APIStatusError as e:  # only while gRPC reconnects (its backoff is about a second)
-            assert e.status_code == 503 and "released" not in e.body["message"], e
-            assert time.monotonic() < deadline, "Milvus came back but the app did not answer in 30 s"
-            time.sleep(1)
+    answer = answer_eventually(  # meanwhile only gRPC reconnecting (its backoff is about a second)
+        lambda: client.chat.completions.create(model="rag", messages=question, max_tokens=MAX_TOKENS),
+        openai.APIStatusError, lambda e: e.status_code == 503 and "released" not in e.body["message"], timeout_s=30,
+    )  # fmt: skip
     assert answer.choices[0].message.content and answer.model_extra["sources"]
 
 
@@ -351,14 +346,9 @@ def test_a_dead_engine_is_a_503_until_serve_replaces_it(rag_app, client):
         assert err.value.response.headers["retry-after"] == "5"
         assert err.value.body["type"] == "service_unavailable" and "LLM engine" in err.value.body["message"]
 
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            answer = client.chat.completions.create(model="rag", messages=question)
-            break
-        except (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError) as e:
-            # While the replica is replaced: unavailable or waiting for it, never a server error.
-            assert not isinstance(e, openai.APIStatusError) or e.status_code == 503, e
-            assert time.monotonic() < deadline, "the engine was not replaced in 5 minutes"
-            time.sleep(2)
+    answer = answer_eventually(  # while the replica is replaced: unavailable or waiting for it, never a server error
+        lambda: client.chat.completions.create(model="rag", messages=question),
+        (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError),
+        lambda e: not isinstance(e, openai.APIStatusError) or e.status_code == 503, timeout_s=300, pause_s=2,
+    )  # fmt: skip
     assert answer.choices[0].message.content and answer.model_extra["sources"]
