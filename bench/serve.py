@@ -271,7 +271,7 @@ def main() -> None:
 
     from ray import serve
 
-    from serve_app.app import build_rag_app
+    from serve_app.app import prepare_app
     from serve_app.llm import prepare_model_source
 
     overrides = parse_overrides(args.set)
@@ -289,7 +289,7 @@ def main() -> None:
         print(f"ingested {summary.documents} documents, {summary.collection_rows} chunks", flush=True)
         started = time.perf_counter()
         serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})
-        serve.run(build_rag_app(cfg), name="rag", route_prefix="/")
+        serve.run(prepare_app(cfg), name="rag", route_prefix="/")
         print(f"app ready in {time.perf_counter() - started:.0f} s; stream_batching_interval_ms="
               f"{cfg.llm.stream_batching_interval_ms}, max_tokens={args.max_tokens}", flush=True)
         base_url = f"http://127.0.0.1:{cfg.serve.port}/v1"

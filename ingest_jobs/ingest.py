@@ -18,6 +18,7 @@ import ray
 
 from ingest_jobs.bulk_import import FILE_COLUMN, ImportFailed, run_import
 from ingest_jobs.chunk import doc_id_of
+from ingest_jobs.metrics import IngestMetrics
 from ingest_jobs.pipeline import build_pipeline
 from ingest_jobs.read import Corpus, CorpusNotFound, Skipped
 from ingest_jobs.rows import CHUNK, SKIPPED, UNCHANGED
@@ -66,6 +67,7 @@ def run_ingest(
 ) -> IngestSummary:
     """Runs one ingest on a Ray cluster that is already initialised; raises CorpusNotFound or MilvusUnavailable."""
     started = time.perf_counter()
+    metrics = IngestMetrics()
     corpus = Corpus(cfg.corpus)
     if store is None:
         ensure_milvus(cfg.milvus)
@@ -83,6 +85,7 @@ def run_ingest(
         ds = build_pipeline(cfg, corpus, files, manifest=corpus.manifest(), states=states, run_id=run_id)
         for batch in ds.iter_batches(batch_size=4096, batch_format="numpy"):
             staged.update(str(key) for key in batch.get(FILE_COLUMN, ()) if key)
+            metrics.chunks_written(int((batch["status"] == CHUNK).sum()))
             for chunk_id, doc_id, source, status, reason in zip(
                 batch["id"], batch["doc_id"], batch["source"], batch["status"], batch["reason"]
             ):
@@ -113,6 +116,7 @@ def run_ingest(
     store.flush()
     summary.collection_rows = store.count()
     summary.seconds = time.perf_counter() - started
+    metrics.run_finished(summary)
     return summary
 
 

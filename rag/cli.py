@@ -1,5 +1,5 @@
 """The ``rag`` command: ``rag ingest PATH``, ``rag demo``, ``rag milvus start|stop|status``, ``rag config``,
-``rag serve-config``.
+``rag serve-config``, ``rag generate``.
 
 The ingest and serve entry points are imported only by the subcommand that needs them, so the
 shared package never depends on either path.
@@ -41,9 +41,24 @@ def _config(args: argparse.Namespace) -> int:
             raise ConfigError("serve-config takes --config FILE only: the Serve YAML points at that file")
         from serve_app.serve_config import serve_config_yaml
 
-        print(serve_config_yaml(cfg, args.config), end="")
+        print(serve_config_yaml(cfg, args.config, args.target), end="")
     else:
         print(cfg.to_yaml(), end="")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from serve_app.serve_config import generated_files
+
+    root = Path(args.root)
+    for output, text in generated_files(root).items():
+        path = root / output
+        changed = not path.is_file() or path.read_text() != text
+        if changed:
+            path.write_text(text)
+        print(f"{'wrote' if changed else 'unchanged'} {output}")
     return 0
 
 
@@ -61,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         from rag.demo import run_demo
 
         return run_demo(argv[1:])
+    from serve_app.serve_config import TARGETS
+
     parser = argparse.ArgumentParser(prog="rag", description="RAG on Ray: ingest into Milvus, serve answers.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("ingest", help="ingest a corpus folder or URI (rag ingest --help)")
@@ -70,11 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("eval", help="retrieval metrics of a collection on a question set (rag eval --help)")
     config = sub.add_parser("config", help="print the resolved config as YAML")
     serve_config = sub.add_parser("serve-config", help="print the Serve YAML (serve run / serve deploy) for a config")
+    serve_config.add_argument("--target", choices=TARGETS, default="local",
+                              help="local: one proxy on serve.host; cluster (KubeRay, ray up): every node, 0.0.0.0")
+    generate = sub.add_parser("generate", help="rewrite every generated file (Serve YAMLs, RayService serveConfigV2)")
+    generate.add_argument("--root", default=".", help="the project folder (default: here)")
     for p in (milvus, config, serve_config):
         p.add_argument("--config", help="YAML config file")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     args = parser.parse_args(argv)
     try:
+        if args.command == "generate":
+            return _generate(args)
         return _milvus(args) if args.command == "milvus" else _config(args)
     except (ConfigError, MilvusUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -142,6 +142,12 @@ class LLMConfig(_Section):
     min_replicas: int = Field(1, ge=0, description="Engine autoscaling lower bound.")
     max_replicas: int = Field(1, ge=1, description="Engine autoscaling upper bound.")
     target_ongoing_requests: int = Field(16, gt=0, description="Engine autoscaling target per replica.")
+    max_ongoing_requests: int = Field(
+        64, gt=0, description="Requests one engine replica takes at once (vLLM batches them); more wait in the queue."
+    )
+    accelerator_type: str | None = Field(
+        None, description="GPU only: Ray's accelerator type the engine needs (e.g. L4, A10G, A100); unset: any GPU."
+    )
     stream_batching_interval_ms: int = Field(
         200, ge=0,
         description="Token stream batching: at most one message per stream per interval, the first token at once; "
@@ -160,12 +166,62 @@ class LLMConfig(_Section):
     )
 
 
+class DeploymentConfig(_Section):
+    """One Serve deployment's replicas and resources: min == max is a fixed count, otherwise Serve autoscales on
+    ongoing requests per replica, and a cluster's autoscaler adds the nodes those replicas ask for."""
+
+    min_replicas: int = Field(1, ge=1, description="Replicas at least (a fixed count when equal to max_replicas).")
+    max_replicas: int = Field(1, ge=1, description="Replicas at most.")
+    target_ongoing_requests: float = Field(
+        32, gt=0, description="Autoscaling: ongoing requests per replica that Serve steers towards."
+    )
+    max_ongoing_requests: int = Field(
+        64, gt=0, description="Requests one replica takes at once; more wait in the caller's queue."
+    )
+    num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per replica.")
+    num_gpus: float = Field(0, ge=0, description="GPUs (or a fraction of one) per replica.")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> DeploymentConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+    def deployment_options(self) -> dict[str, Any]:
+        """The keyword arguments of ``serve.deployment`` for these settings."""
+        options: dict[str, Any] = {
+            "max_ongoing_requests": self.max_ongoing_requests,
+            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
+        }
+        if self.min_replicas == self.max_replicas:
+            options["num_replicas"] = self.min_replicas
+        else:
+            options["autoscaling_config"] = {
+                "min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests,
+            }  # fmt: skip
+        return options
+
+
 class ServeConfig(_Section):
-    host: str = Field("127.0.0.1", description="HTTP host of the Serve proxy.")
+    host: str = Field(
+        "127.0.0.1", description="HTTP host of the Serve proxy for `--target local`; `--target cluster` binds 0.0.0.0."
+    )
     port: int = Field(8000, gt=0, lt=65536, description="HTTP port of the Serve proxy.")
     top_k: int = Field(5, gt=0, le=100, description="Passages retrieved per question by default.")
     search: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="Default retrieval mode.")
-    max_ongoing_requests: int = Field(256, gt=0, description="Requests one ingress replica takes at once.")
+    ingress: DeploymentConfig = Field(
+        default_factory=lambda: DeploymentConfig(max_ongoing_requests=256, target_ongoing_requests=64, num_cpus=0.1),
+        description="RagIngress: HTTP, validation, prompt, streaming (CPU).",
+    )
+    embedder: DeploymentConfig = Field(
+        default_factory=lambda: DeploymentConfig(max_ongoing_requests=64, target_ongoing_requests=32, num_cpus=0.2),
+        description="QueryEmbedder: the embedder model on queries; num_gpus > 0 puts it on CUDA.",
+    )
+    retriever: DeploymentConfig = Field(
+        default_factory=lambda: DeploymentConfig(max_ongoing_requests=128, target_ongoing_requests=64, num_cpus=0.1),
+        description="Retriever: Milvus searches and hybrid fusion (CPU).",
+    )
     embed_max_batch_size: int = Field(16, gt=0, description="Serve dynamic batching: most queries per batch.")
     embed_num_threads: int = Field(
         1, gt=0, description="torch threads of the query embedder on CPU; one keeps it out of the engine's way."
@@ -178,6 +234,9 @@ class ServeConfig(_Section):
     )
     retrieve_batch_wait_timeout_s: float = Field(
         0.002, ge=0, description="Serve dynamic batching of searches: wait to fill a batch."
+    )
+    ready_timeout_s: float = Field(
+        10, gt=0, description="/readyz: how long each part (embedder, Milvus, engine) may take to answer its probe."
     )
 
 

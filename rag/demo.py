@@ -27,7 +27,7 @@ def run_demo(argv: list[str]) -> int:
     from rag.config import ConfigError, RagConfig
     from rag.milvus_server import ensure_milvus
     from rag.store import MilvusUnavailable
-    from serve_app.app import build_rag_app
+    from serve_app.app import prepare_app
     from serve_app.serve_config import APP_NAME, init_local_ray
 
     try:
@@ -41,7 +41,7 @@ def run_demo(argv: list[str]) -> int:
 
     started = time.perf_counter()
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
-    serve.run(build_rag_app(cfg), name=APP_NAME, route_prefix="/")
+    serve.run(prepare_app(cfg), name=APP_NAME, route_prefix="/")
     base_url = f"http://{cfg.serve.host}:{cfg.serve.port}/v1"
     print(f"\nServe app ready at {base_url} in {time.perf_counter() - started:.0f}s\n\nQ: {args.question}\nA: ", end="")
 

@@ -14,6 +14,7 @@ from rag.config import EmbedderConfig, MilvusConfig, RagConfig, RetrievalConfig
 from rag.embedder import SentenceTransformersEmbedder
 from serve_app.ingress import RagService, build_fastapi
 from serve_app.llm import settle_cpu_engine, throttled
+from serve_app.metrics import EmbedderMetrics
 from serve_app.prompt import PromptBuilder
 from serve_app.protocol import RetrievalFilter, SearchMode, Source
 from serve_app.retriever import MilvusRetriever, Search, answer_or_raise
@@ -34,16 +35,22 @@ class _Batching:
 class QueryEmbedder(_Batching):
     """Embeds queries with Serve's dynamic batching: concurrent requests share one forward pass."""
 
-    def __init__(self, cfg: dict[str, Any], max_batch_size: int, batch_wait_timeout_s: float, num_threads: int = 1):
+    def __init__(self, cfg: dict[str, Any], max_batch_size: int, batch_wait_timeout_s: float, num_threads: int = 1,
+                 device: str = "cpu"):  # fmt: skip
         import torch
 
+        from rag.embedder import load_sentence_transformer
+
         torch.set_num_threads(num_threads)
-        self.embedder = SentenceTransformersEmbedder(EmbedderConfig.model_validate(cfg))
+        config = EmbedderConfig.model_validate(cfg)
+        self.embedder = SentenceTransformersEmbedder(config, model=load_sentence_transformer(config, device))
         self._batch(self.embed_one, max_batch_size, batch_wait_timeout_s)
+        self.metrics = EmbedderMetrics()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def embed_one(self, texts: list[str]) -> list[list[float]]:
         self.recent_batch_sizes.append(len(texts))
+        self.metrics.batch_size.observe(len(texts))
         vectors = await asyncio.to_thread(self.embedder.embed_queries, texts)
         return vectors.tolist()
 

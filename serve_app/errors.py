@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -83,8 +84,12 @@ def from_stream_failure(error: Exception) -> APIError:
     return APIError(500, f"generation failed: {type(error).__name__}", type="internal_error")
 
 
-def install_error_handlers(app: FastAPI) -> None:
+def install_error_handlers(app: FastAPI, on_error: Callable[[APIError], None] | None = None) -> None:
+    """Every failure as an OpenAI-shaped body; ``on_error`` sees each one (the error metrics)."""
+
     def respond(error: APIError, headers: dict[str, str] | None = None) -> JSONResponse:
+        if on_error is not None:
+            on_error(error)
         if error.status == 503:
             headers = {**(headers or {}), "Retry-After": RETRY_AFTER_S}
         return JSONResponse(error.body(), status_code=error.status, headers=headers)

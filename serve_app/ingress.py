@@ -6,6 +6,7 @@ objects and the Serve shell runs it with deployment handles.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -23,7 +24,9 @@ from serve_app.errors import (
     from_stream_failure,
     from_validation_error,
     install_error_handlers,
+    unavailable,
 )
+from serve_app.metrics import ServingMetrics
 from serve_app.prompt import PromptBuilder
 from serve_app.protocol import (
     ChatCompletionRequest,
@@ -34,6 +37,7 @@ from serve_app.protocol import (
     RetrieveRequest,
     SearchMode,
     Source,
+    StreamOptions,
 )
 
 EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
@@ -43,6 +47,7 @@ EXTRA_FIELDS = tuple(RetrievalOptions.model_fields)
 CONVERSATION_ROLES = ("user", "assistant")
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit per request
 CHAT_SOURCE_FIELDS = {"index", "id", "url", "title", "heading", "source", "doc_type", "score"}
+READY_QUESTION = "ready?"
 
 
 def _text_of(content: Any) -> str:
@@ -63,12 +68,13 @@ class RagService:
     """The RAG request logic: validate, retrieve, fit the prompt, stream the engine's answer with sources."""
 
     def __init__(self, cfg: RagConfig, *, embed: EmbedFn, retrieve: RetrieveFn, generate: GenerateFn,
-                 prompt: PromptBuilder):  # fmt: skip
+                 prompt: PromptBuilder, metrics: ServingMetrics | None = None):  # fmt: skip
         self.cfg = cfg
         self.embed = embed
         self.retrieve_fn = retrieve
         self.generate = generate
         self.prompt = prompt
+        self.metrics = metrics or ServingMetrics()
 
     # ---- validation -------------------------------------------------------------------------------------
     def _check_model(self, model: Any) -> None:
@@ -119,8 +125,11 @@ class RagService:
         questions share its Milvus calls and only the top_k passages travel back."""
         mode = options.search or self.cfg.serve.search
         top_k = options.top_k or self.cfg.serve.top_k
+        started = time.perf_counter()
         vector = None if mode == "bm25" else (await self.embed([query]))[0]  # BM25 needs no query vector
-        return await self.retrieve_fn(query, vector, mode, top_k, options.filter)
+        sources = await self.retrieve_fn(query, vector, mode, top_k, options.filter)
+        self.metrics.retrieval(mode, time.perf_counter() - started)
+        return sources
 
     async def retrieve(self, body: Any) -> dict[str, Any]:
         try:
@@ -159,6 +168,7 @@ class RagService:
     # ---- chat -------------------------------------------------------------------------------------------
     async def chat(self, body: Any) -> dict[str, Any] | AsyncIterator[str]:
         """A response body, or an SSE stream whose first event carries the sources."""
+        arrived = time.perf_counter()
         request, options, conversation, query = self.parse_chat(body)
         asked = (request.max_completion_tokens, request.max_tokens)
         max_tokens = next((n for n in asked if n is not None), self.cfg.llm.max_tokens)
@@ -170,22 +180,28 @@ class RagService:
         used = self.prompt.check(conversation, max_tokens=max_tokens)  # a too-long conversation fails before retrieval
         sources = await self.sources_for(query, options)
         messages, sources = self.prompt.build(conversation, sources, max_tokens=max_tokens, used=used)
-        engine_request = request.model_copy(
-            update={"messages": messages, "max_tokens": max_tokens, "max_completion_tokens": None}
-        )
+        update: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens, "max_completion_tokens": None}
+        client_wants_usage = bool(request.stream_options and request.stream_options.include_usage)
+        if request.stream:  # the engine's usage event counts the tokens; the client sees it only if it asked
+            update["stream_options"] = StreamOptions(include_usage=True)
+        engine_request = request.model_copy(update=update)
         source_dicts = [s.model_dump(include=CHAT_SOURCE_FIELDS) for s in sources]
+        self.metrics.passages_returned(len(sources))
         stream = self.generate(engine_request)
         first = await anext(stream)
         if not request.stream:
             if _is_engine_error(first):
                 raise from_engine_error(first)
+            if first.usage:
+                self.metrics.usage(first.usage.prompt_tokens, first.usage.completion_tokens or 0)
             return {**first.model_dump(mode="json", exclude_none=True), "sources": source_dicts}
         if isinstance(first, list) and first and _is_engine_error(first[0]):
             raise from_engine_error(first[0])
-        return self._stream_with_sources(first, stream, source_dicts)
+        self.metrics.first_token(time.perf_counter() - arrived)
+        return self._stream_with_sources(first, stream, source_dicts, client_wants_usage)
 
-    async def _stream_with_sources(self, first: list[Any], stream: AsyncIterator[Any],
-                                   sources: list[dict[str, Any]]) -> AsyncIterator[str]:  # fmt: skip
+    async def _stream_with_sources(self, first: list[Any], stream: AsyncIterator[Any], sources: list[dict[str, Any]],
+                                   client_wants_usage: bool) -> AsyncIterator[str]:  # fmt: skip
         pending_sources = True
 
         def events(items: list[Any]) -> list[str]:
@@ -193,8 +209,15 @@ class RagService:
             out = []
             for item in items:
                 if _is_engine_error(item):
-                    out.append(from_engine_error(item).sse())
+                    error = from_engine_error(item)
+                    self.metrics.error(error.type)
+                    out.append(error.sse())
                     continue
+                if '"usage":{' in item:  # only the final event carries usage (no continuous stats asked)
+                    usage = json.loads(item[len("data: "):])["usage"]
+                    self.metrics.usage(usage["prompt_tokens"], usage.get("completion_tokens") or 0)
+                    if not client_wants_usage:
+                        continue
                 if pending_sources and item.startswith("data: {"):
                     event = json.loads(item[len("data: "):])
                     event["sources"] = sources
@@ -211,13 +234,44 @@ class RagService:
                 if chunk := "".join(events(items)):
                     yield chunk
         except Exception as e:  # the status line is already sent: end the stream with an error event
-            yield from_stream_failure(e).sse()
+            error = from_stream_failure(e)
+            self.metrics.error(error.type)
+            yield error.sse()
+
+    # ---- readiness --------------------------------------------------------------------------------------
+    async def ready(self) -> dict[str, Any]:
+        """Each part answers a real call within ``serve.ready_timeout_s``: the embedder a query, Milvus a
+        search of the collection, the engine one generated token; else a 503 naming the parts that did not."""
+
+        async def probe(call: Awaitable[Any]) -> str:
+            try:
+                result = await asyncio.wait_for(call, self.cfg.serve.ready_timeout_s)
+            except Exception as e:  # noqa: BLE001 - any failure means not ready, and the message says which
+                return f"{type(e).__name__}: {e}"[:200] if str(e) else type(e).__name__
+            return "ok" if not _is_engine_error(result) else f"engine error: {result.error.message}"[:200]
+
+        async def search() -> list[Source]:
+            vector = (await self.embed([READY_QUESTION]))[0]
+            return await self.retrieve_fn(READY_QUESTION, vector, "dense", 1, None)
+
+        async def generate() -> Any:
+            request = ChatCompletionRequest(model=self.cfg.llm.model_id, max_tokens=1, stream=False,
+                                            messages=[{"role": "user", "content": READY_QUESTION}])  # fmt: skip
+            return await anext(self.generate(request))
+
+        names = ("embedder", "milvus", "engine")
+        results = await asyncio.gather(probe(self.embed([READY_QUESTION])), probe(search()), probe(generate()))
+        parts = dict(zip(names, results))
+        if any(r != "ok" for r in results):
+            raise unavailable("not ready: " + "; ".join(f"{n}: {r}" for n, r in parts.items() if r != "ok"))
+        return {"status": "ready", "parts": parts}
 
 
 def build_fastapi(service: RagService) -> FastAPI:
     """The HTTP routes: a few lines each over ``RagService``; errors leave through the handlers in errors.py."""
     app = FastAPI(title="RAG on Ray", version="0.1.0")
-    install_error_handlers(app)
+    install_error_handlers(app, on_error=lambda error: service.metrics.error(error.type))
+    app.add_middleware(CountRequests, metrics=service.metrics)
 
     async def json_body(request: Request) -> Any:
         try:
@@ -246,6 +300,36 @@ def build_fastapi(service: RagService) -> FastAPI:
 
     @app.get("/healthz")
     async def healthz():
+        """Liveness: the ingress answers. Readiness is /readyz."""
         return {"status": "ok", "time": int(time.time())}
 
+    @app.get("/readyz")
+    async def readyz():
+        return await service.ready()
+
     return app
+
+
+class CountRequests:
+    """ASGI middleware counting requests by route template and status. Plain ASGI, not Starlette's
+    BaseHTTPMiddleware, so streams pass through untouched and a client that leaves still cancels its generation."""
+
+    def __init__(self, app: Any, metrics: ServingMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500  # an exception that escapes every handler
+
+        async def send_and_note(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            route = scope.get("route")  # FastAPI's matched route: its template, never the raw path
+            self.metrics.request(getattr(route, "path", "unmatched"), status)

@@ -53,6 +53,7 @@ def llm_config_kwargs(cfg: RagLLMConfig, model_source: str) -> dict[str, Any]:
     if cfg.max_num_batched_tokens:
         engine_kwargs["max_num_batched_tokens"] = cfg.max_num_batched_tokens
     deployment_config: dict[str, Any] = {
+        "max_ongoing_requests": cfg.max_ongoing_requests,
         "autoscaling_config": {
             "min_replicas": cfg.min_replicas,
             "max_replicas": cfg.max_replicas,
@@ -76,6 +77,8 @@ def llm_config_kwargs(cfg: RagLLMConfig, model_source: str) -> dict[str, Any]:
     else:
         engine_kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         engine_kwargs["tensor_parallel_size"] = max(1, int(cfg.num_gpus))
+        if cfg.accelerator_type:
+            kwargs["accelerator_type"] = cfg.accelerator_type
     return kwargs
 
 

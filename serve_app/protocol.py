@@ -3,7 +3,7 @@ only, because vLLM moves them between releases; our own extras (retrieval option
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, ChatCompletionResponse
@@ -11,6 +11,9 @@ from vllm.entrypoints.serve.engine.protocol import ErrorResponse as EngineErrorR
 from vllm.v1.engine.exceptions import EngineDeadError
 
 SearchMode = Literal["dense", "bm25", "hybrid"]
+# vLLM's StreamOptions, found through the request's own field rather than the module it lives in this release.
+StreamOptions = next(t for t in get_args(ChatCompletionRequest.model_fields["stream_options"].annotation)
+                     if t is not type(None))  # fmt: skip
 
 __all__ = [
     "ChatCompletionRequest",
@@ -21,6 +24,7 @@ __all__ = [
     "RetrievalOptions",
     "RetrieveRequest",
     "Source",
+    "StreamOptions",
     "EmbeddingsRequest",
 ]
 

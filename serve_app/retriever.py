@@ -10,7 +10,7 @@ from typing import Any
 from pymilvus import AnnSearchRequest, MilvusException, RRFRanker
 
 from rag.config import MilvusConfig, RetrievalConfig
-from rag.store import METADATA_FIELDS, MilvusChunkStore
+from rag.store import METADATA_FIELDS, MilvusChunkStore, MilvusUnavailable
 from serve_app.protocol import RetrievalFilter, SearchMode, Source
 
 OUTPUT_FIELDS = ["text", *METADATA_FIELDS]
@@ -95,10 +95,10 @@ class MilvusRetriever:
         self.store = store if store is not None else MilvusChunkStore(cfg, dim)
         self.client = self.store.client
         self.collection = cfg.collection
-        if not self.client.has_collection(self.collection):
-            raise ValueError(f"collection {self.collection!r} does not exist at {cfg.uri}: run `rag ingest` first")
-        # Milvus serves only loaded collections, and a restarted server comes back with them released.
-        self.client.load_collection(self.collection)
+        # Milvus serves only loaded collections. One that does not exist yet (the endpoint deployed before its
+        # first ingest) is no reason to fail the deploy: searches answer 503 until the ingest job creates it.
+        if self.client.has_collection(self.collection):
+            self.client.load_collection(self.collection)
 
     def _dense_params(self) -> dict[str, Any]:
         params = {"ef": self.cfg.search_ef} if self.cfg.index_type in ("HNSW", "AUTOINDEX") else {}
@@ -156,11 +156,15 @@ class MilvusRetriever:
     def _search_loaded(self, mode: SearchMode, batch: list[Search], limit: int,
                        expr: str) -> list[list[dict[str, Any]]]:  # fmt: skip
         """A restarted milvus-lite, or an operator's release, leaves the collection released, and every search
-        would fail until this replica restarts: load it again and search once more."""
+        would fail until this replica restarts: load it again and search once more. A collection that does not
+        exist (yet) is the service being unavailable, not the request being wrong."""
         try:
             return self._search(mode, batch, limit, expr)
         except MilvusException as e:
             if e.code != COLLECTION_NOT_LOADED:
+                if not self.client.has_collection(self.collection):
+                    raise MilvusUnavailable(f"collection {self.collection!r} does not exist at {self.cfg.uri}: "
+                                            "run the ingest job first") from e  # fmt: skip
                 raise
         self.client.load_collection(self.collection, timeout=self.cfg.timeout_s)  # a stalled load: 503, not a hang
         return self._search(mode, batch, limit, expr)

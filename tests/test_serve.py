@@ -38,7 +38,7 @@ def rag_app(ray_cluster, milvus_uri, smollm2_dir, tmp_path_factory):
     """The whole app, started once per session (about a minute and several GiB)."""
     from ray import serve
 
-    from serve_app.app import build_rag_app
+    from serve_app.app import prepare_app
 
     corpus = copy_pages(tmp_path_factory.mktemp("serve") / "corpus", SERVE_PAGES)
     cfg = RagConfig.load(REPO / "configs" / "local.yaml", {
@@ -49,7 +49,7 @@ def rag_app(ray_cluster, milvus_uri, smollm2_dir, tmp_path_factory):
     })  # fmt: skip
     run_ingest(cfg)
     serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})
-    serve.run(build_rag_app(cfg), name="rag", route_prefix="/")
+    serve.run(prepare_app(cfg), name="rag", route_prefix="/")
     yield cfg, f"http://127.0.0.1:{cfg.serve.port}/v1"
     serve.delete("rag")
 
