@@ -4,8 +4,11 @@ PY := .venv/bin/python
 export PATH := $(CURDIR)/.venv/bin:$(PATH)
 CORPUS ?= docs
 CONFIG ?= configs/local.yaml
+# Ray's own CLIs (serve status, serve shutdown, ray job submit, ray job logs) send the local cluster's token
+# (~/.ray/auth_token) only with RAY_AUTH_MODE=token, and the clusters this project starts use token auth.
+export RAY_AUTH_MODE := token
 
-.PHONY: install demo ingest serve test bench-ingest bench-serve milvus-stop
+.PHONY: install demo ingest serve stop test bench-ingest bench-serve milvus-stop
 
 .venv/.installed: pyproject.toml constraints.txt scripts/install.sh
 	bash scripts/install.sh
@@ -19,8 +22,18 @@ ingest: install
 demo: install
 	.venv/bin/rag demo --corpus $(CORPUS) --config $(CONFIG)
 
-serve: install  # Ray and Serve set up as `rag demo` does (serve_app/serve_config.py RAY_START_ENV, SERVE_ENV)
-	RAY_worker_niceness=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_DIRECT_INGRESS=0 .venv/bin/serve run configs/serve_local.yaml
+# A local Ray cluster started as a cluster's nodes are (with the env of serve_app/serve_config.py RAY_START_ENV and
+# SERVE_ENV), the Serve app deployed on it with `serve deploy`, then wait until /readyz says every part answers.
+serve: install
+	.venv/bin/ray get-auth-token --generate > /dev/null
+	.venv/bin/ray status > /dev/null 2>&1 || RAY_worker_niceness=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_DIRECT_INGRESS=0 .venv/bin/ray start --head --num-cpus=4 --disable-usage-stats
+	.venv/bin/serve deploy configs/serve_local.yaml
+	.venv/bin/rag ready
+
+stop:
+	-.venv/bin/serve shutdown -y
+	.venv/bin/ray stop
+	.venv/bin/rag milvus stop --config $(CONFIG)
 
 test: install
 	$(PY) -m pytest

@@ -1,5 +1,5 @@
 """The ``rag`` command: ``rag ingest PATH``, ``rag demo``, ``rag milvus start|stop|status``, ``rag config``,
-``rag serve-config``, ``rag generate``.
+``rag serve-config``, ``rag generate``, ``rag ready``.
 
 The ingest and serve entry points are imported only by the subcommand that needs them, so the
 shared package never depends on either path.
@@ -62,6 +62,30 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def wait_ready(url: str, timeout_s: float, *, quiet: bool = False) -> bool:
+    """Polls ``url``/readyz until it answers 200 (embedder, Milvus and engine all answer) or the time is up."""
+    import json
+    import time
+    import urllib.error
+    import urllib.request
+
+    deadline, last = time.monotonic() + timeout_s, ""
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url.rstrip('/')}/readyz", timeout=30) as response:
+                if not quiet:
+                    print(f"ready: {json.load(response)['parts']}")
+                return True
+        except urllib.error.HTTPError as e:
+            last = f"{e.code}: {e.read().decode(errors='replace')[:300]}"
+        except (urllib.error.URLError, OSError) as e:
+            last = f"no answer: {e}"
+        if time.monotonic() > deadline:
+            print(f"not ready after {timeout_s:.0f} s; last answer {last}", file=sys.stderr)
+            return False
+        time.sleep(2)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["ingest"]:
@@ -89,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_config = sub.add_parser("serve-config", help="print the Serve YAML (serve run / serve deploy) for a config")
     serve_config.add_argument("--target", choices=TARGETS, default="local",
                               help="local: one proxy on serve.host; cluster (KubeRay, ray up): every node, 0.0.0.0")
+    ready = sub.add_parser("ready", help="wait until the endpoint's /readyz answers 200")
+    ready.add_argument("--url", default="http://127.0.0.1:8000", help="the Serve endpoint (default: the local one)")
+    ready.add_argument("--timeout", type=float, default=600, help="seconds to wait (default: 600)")
     generate = sub.add_parser("generate", help="rewrite every generated file (Serve YAMLs, RayService serveConfigV2)")
     generate.add_argument("--root", default=".", help="the project folder (default: here)")
     for p in (milvus, config, serve_config):
@@ -98,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return _generate(args)
+        if args.command == "ready":
+            return 0 if wait_ready(args.url, args.timeout) else 1
         return _milvus(args) if args.command == "milvus" else _config(args)
     except (ConfigError, MilvusUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -24,6 +24,7 @@ def run_demo(argv: list[str]) -> int:
     from ray import serve
 
     from ingest_jobs.ingest import run_ingest
+    from rag.cli import wait_ready
     from rag.config import ConfigError, RagConfig
     from rag.milvus_server import ensure_milvus
     from rag.store import MilvusUnavailable
@@ -42,6 +43,9 @@ def run_demo(argv: list[str]) -> int:
     started = time.perf_counter()
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     serve.run(prepare_app(cfg), name=APP_NAME, route_prefix="/")
+    if not wait_ready(f"http://{cfg.serve.host}:{cfg.serve.port}", 600, quiet=True):
+        serve.shutdown()
+        return 1
     base_url = f"http://{cfg.serve.host}:{cfg.serve.port}/v1"
     print(f"\nServe app ready at {base_url} in {time.perf_counter() - started:.0f}s\n\nQ: {args.question}\nA: ", end="")
 

@@ -138,6 +138,18 @@ def scrape(cluster: RayCluster) -> dict[tuple[str, frozenset], float]:
     return totals
 
 
+def settled_scrape(cluster: RayCluster) -> dict[tuple[str, frozenset], float]:
+    """A scrape once earlier traffic has been exported: two scrapes a report interval apart agree (Ray's
+    processes report their metrics every 10 s, metrics_report_interval_ms)."""
+    previous, deadline = scrape(cluster), time.monotonic() + 90
+    while True:
+        time.sleep(11)
+        current = scrape(cluster)
+        if current == previous or time.monotonic() > deadline:
+            return current
+        previous = current
+
+
 def value(totals: dict, name: str, **labels: str) -> float:
     """The sum over every series of ``name`` whose labels include ``labels``."""
     wanted = set(labels.items())
@@ -225,8 +237,8 @@ def test_serve_deploy_answers_a_streamed_chat_with_sources_from_replicas_on_seve
 
 def test_the_rag_metrics_count_the_traffic(cluster, ingested, deployed):
     client = OpenAI(base_url=f"http://127.0.0.1:{SERVE_PORT}/v1", api_key="unused", max_retries=0, timeout=120)
-    before = scrape(cluster)
-    chats = route = "/v1/chat/completions"
+    before = settled_scrape(cluster)
+    route = "/v1/chat/completions"
     question = [{"role": "user", "content": "What does the chunk cache do?"}]
     completion_tokens = 0
     for _ in range(2):  # streamed, with the usage event asked for, to know the engine's count
@@ -242,8 +254,8 @@ def test_the_rag_metrics_count_the_traffic(cluster, ingested, deployed):
         return value(totals, name, **labels) - value(before, name, **labels)
 
     expected = {
-        ("ray_rag_requests_total", (("route", chats), ("status", "200"))): 3,
-        ("ray_rag_requests_total", (("route", chats), ("status", "400"))): 1,
+        ("ray_rag_requests_total", (("route", route), ("status", "200"))): 3,
+        ("ray_rag_requests_total", (("route", route), ("status", "400"))): 1,
         ("ray_rag_errors_total", (("kind", "invalid_request_error"),)): 1,
         ("ray_rag_time_to_first_token_ms_count", ()): 2,
         ("ray_rag_output_tokens_total", ()): completion_tokens,

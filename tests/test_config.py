@@ -74,3 +74,25 @@ def test_yaml_round_trip():
     import yaml
 
     assert RagConfig.load(overrides=yaml.safe_load(cfg.to_yaml())) == cfg
+
+
+def test_deployment_options_fixed_or_autoscaled():
+    from rag.config import DeploymentConfig
+
+    fixed = DeploymentConfig(min_replicas=2, max_replicas=2, max_ongoing_requests=8, num_cpus=0.5, num_gpus=0.25)
+    assert fixed.deployment_options() == {
+        "max_ongoing_requests": 8, "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 0.25}, "num_replicas": 2,
+    }  # fmt: skip
+    scaled = DeploymentConfig(min_replicas=1, max_replicas=4, target_ongoing_requests=16).deployment_options()
+    assert "num_replicas" not in scaled
+    assert scaled["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16}
+    with pytest.raises(ConfigError, match="serve.retriever: .*min_replicas must not exceed max_replicas"):
+        RagConfig.load(None, {"serve": {"retriever": {"min_replicas": 3, "max_replicas": 2}}})
+
+
+def test_gpu_config_scales_every_deployment():
+    cfg = RagConfig.load(REPO / "configs" / "gpu.yaml")
+    for role in (cfg.serve.ingress, cfg.serve.embedder, cfg.serve.retriever):
+        assert role.max_replicas > 1 and role.num_cpus >= 1
+    assert 0 < cfg.serve.embedder.num_gpus < 1  # the query embedder on a fraction of a GPU
+    assert cfg.llm.max_replicas > cfg.llm.min_replicas >= 1 and cfg.llm.accelerator_type

@@ -45,6 +45,10 @@ def test_llm_config_on_cpu_and_gpu():
     assert gpu["model_loading_config"]["model_id"] == "rag"
 
 
-def test_make_serve_starts_ray_with_the_serve_env():
-    serve_line = next(line for line in (REPO / "Makefile").read_text().splitlines() if "serve run" in line)
-    assert all(f"{name}={value} " in serve_line for name, value in {**RAY_START_ENV, **SERVE_ENV}.items())
+def test_make_serve_starts_ray_with_the_serve_env_and_waits_until_ready():
+    makefile = (REPO / "Makefile").read_text()
+    start_line = next(line for line in makefile.splitlines() if "ray start --head" in line)
+    assert all(f"{name}={value} " in start_line for name, value in {**RAY_START_ENV, **SERVE_ENV}.items())
+    recipe = makefile.split("\nserve: install\n", 1)[1].split("\n\n", 1)[0]
+    assert "serve deploy configs/serve_local.yaml" in recipe and recipe.rstrip().endswith("rag ready")
+    assert "export RAY_AUTH_MODE := token" in makefile  # Ray's CLIs then send the local cluster's token
