@@ -67,7 +67,9 @@ class RayCluster:
 
     def alive_nodes(self) -> int:
         listed = self.cli("ray", "list", "nodes", "--format", "json", "--address", self.dashboard, check=False)
-        return sum(n["state"] == "ALIVE" for n in json.loads(listed.stdout)) if listed.returncode == 0 else 0
+        if listed.returncode != 0 or not listed.stdout.startswith("["):  # e.g. "No resource in the cluster"
+            return 0
+        return sum(n["state"] == "ALIVE" for n in json.loads(listed.stdout))
 
     def stop(self) -> None:
         for node in reversed(self.nodes):

@@ -40,8 +40,11 @@ def test_llm_config_on_cpu_and_gpu():
     assert "max_num_batched_tokens" not in gpu["engine_kwargs"]  # vLLM's GPU default
     assert cpu_engine_settings(gpu_llm) is None
     assert gpu["deployment_config"]["autoscaling_config"] == {
-        "min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16,
+        "min_replicas": gpu_llm.min_replicas, "max_replicas": gpu_llm.max_replicas,
+        "target_ongoing_requests": gpu_llm.target_ongoing_requests,
     }  # fmt: skip
+    assert gpu["deployment_config"]["max_ongoing_requests"] == gpu_llm.max_ongoing_requests
+    assert gpu["accelerator_type"] == gpu_llm.accelerator_type == "L4"
     assert gpu["model_loading_config"]["model_id"] == "rag"
 
 
