@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rag.config import ConfigError, RagConfig, parse_overrides
+from rag.config import SERVE_TARGETS, ConfigError, RagConfig, parse_overrides
 from rag.milvus_server import answers, start_local, stop_local
 from rag.store import MilvusUnavailable
 
@@ -100,8 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         from rag.demo import run_demo
 
         return run_demo(argv[1:])
-    from serve_app.serve_config import TARGETS
-
     parser = argparse.ArgumentParser(prog="rag", description="RAG on Ray: ingest into Milvus, serve answers.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("ingest", help="ingest a corpus folder or URI (rag ingest --help)")
@@ -111,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("eval", help="retrieval metrics of a collection on a question set (rag eval --help)")
     config = sub.add_parser("config", help="print the resolved config as YAML")
     serve_config = sub.add_parser("serve-config", help="print the Serve YAML (serve run / serve deploy) for a config")
-    serve_config.add_argument("--target", choices=TARGETS, default="local",
+    serve_config.add_argument("--target", choices=SERVE_TARGETS, default="local",
                               help="local: one proxy on serve.host; cluster (KubeRay, ray up): every node, 0.0.0.0")
     ready = sub.add_parser("ready", help="wait until the endpoint's /readyz answers 200")
     ready.add_argument("--url", default="http://127.0.0.1:8000", help="the Serve endpoint (default: the local one)")

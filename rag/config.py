@@ -9,13 +9,19 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
 _yaml_path: ContextVar[Path | None] = ContextVar("rag_config_yaml", default=None)
+
+
+# Where a Serve config runs: `local` serves on serve.host from the head; `cluster` (KubeRay, the cluster launcher)
+# on 0.0.0.0 from every node.
+ServeTarget = Literal["local", "cluster"]
+SERVE_TARGETS: tuple[str, ...] = get_args(ServeTarget)
 
 
 class ConfigError(ValueError):

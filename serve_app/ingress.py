@@ -24,6 +24,7 @@ from serve_app.errors import (
     from_stream_failure,
     from_validation_error,
     install_error_handlers,
+    remote_cause,
     unavailable,
 )
 from serve_app.metrics import ServingMetrics
@@ -48,6 +49,7 @@ CONVERSATION_ROLES = ("user", "assistant")
 MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit per request
 CHAT_SOURCE_FIELDS = {"index", "id", "url", "title", "heading", "source", "doc_type", "score"}
 READY_QUESTION = "ready?"
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away, as the request counter records it
 
 
 def _text_of(content: Any) -> str:
@@ -182,8 +184,9 @@ class RagService:
         messages, sources = self.prompt.build(conversation, sources, max_tokens=max_tokens, used=used)
         update: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens, "max_completion_tokens": None}
         client_wants_usage = bool(request.stream_options and request.stream_options.include_usage)
-        if request.stream:  # the engine's usage event counts the tokens; the client sees it only if it asked
-            update["stream_options"] = StreamOptions(include_usage=True)
+        if request.stream:  # the engine's final usage event counts the tokens; the client sees it only if it asked
+            asked_options = request.stream_options or StreamOptions()
+            update["stream_options"] = asked_options.model_copy(update={"include_usage": True})
         engine_request = request.model_copy(update=update)
         source_dicts = [s.model_dump(include=CHAT_SOURCE_FIELDS) for s in sources]
         self.metrics.passages_returned(len(sources))
@@ -213,11 +216,14 @@ class RagService:
                     self.metrics.error(error.type)
                     out.append(error.sse())
                     continue
-                if '"usage":{' in item:  # only the final event carries usage (no continuous stats asked)
-                    usage = json.loads(item[len("data: "):])["usage"]
-                    self.metrics.usage(usage["prompt_tokens"], usage.get("completion_tokens") or 0)
-                    if not client_wants_usage:
-                        continue
+                # Answer text is JSON-escaped, so only a usage object matches; vLLM writes compact JSON.
+                if '"usage":{' in item or '"usage": {' in item:
+                    event = json.loads(item[len("data: "):])
+                    if not event.get("choices"):  # the final usage event, not continuous usage stats
+                        usage = event["usage"]
+                        self.metrics.usage(usage["prompt_tokens"], usage.get("completion_tokens") or 0)
+                        if not client_wants_usage:
+                            continue
                 if pending_sources and item.startswith("data: {"):
                     event = json.loads(item[len("data: "):])
                     event["sources"] = sources
@@ -241,28 +247,34 @@ class RagService:
     # ---- readiness --------------------------------------------------------------------------------------
     async def ready(self) -> dict[str, Any]:
         """Each part answers a real call within ``serve.ready_timeout_s``: the embedder a query, Milvus a
-        search of the collection, the engine one generated token; else a 503 naming the parts that did not."""
+        search of the collection with that query's vector, the engine one generated token; else a 503 naming
+        the parts that did not."""
 
-        async def probe(call: Awaitable[Any]) -> str:
+        async def probe(call: Callable[[], Awaitable[Any]]) -> tuple[str, Any]:
             try:
-                result = await asyncio.wait_for(call, self.cfg.serve.ready_timeout_s)
+                result = await asyncio.wait_for(call(), self.cfg.serve.ready_timeout_s)
             except Exception as e:  # noqa: BLE001 - any failure means not ready, and the message says which
-                return f"{type(e).__name__}: {e}"[:200] if str(e) else type(e).__name__
-            return "ok" if not _is_engine_error(result) else f"engine error: {result.error.message}"[:200]
+                cause = remote_cause(e)
+                return (f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__)[:200], None
+            if _is_engine_error(result):
+                return f"engine error: {result.error.message}"[:200], None
+            return "ok", result
 
-        async def search() -> list[Source]:
-            vector = (await self.embed([READY_QUESTION]))[0]
-            return await self.retrieve_fn(READY_QUESTION, vector, "dense", 1, None)
+        async def embed_then_search() -> tuple[str, str]:
+            embedded, vectors = await probe(lambda: self.embed([READY_QUESTION]))
+            if embedded != "ok":
+                return embedded, "not tried (no query vector)"
+            searched, _ = await probe(lambda: self.retrieve_fn(READY_QUESTION, vectors[0], "dense", 1, None))
+            return embedded, searched
 
-        async def generate() -> Any:
+        def generate() -> Awaitable[Any]:
             request = ChatCompletionRequest(model=self.cfg.llm.model_id, max_tokens=1, stream=False,
                                             messages=[{"role": "user", "content": READY_QUESTION}])  # fmt: skip
-            return await anext(self.generate(request))
+            return anext(self.generate(request))
 
-        names = ("embedder", "milvus", "engine")
-        results = await asyncio.gather(probe(self.embed([READY_QUESTION])), probe(search()), probe(generate()))
-        parts = dict(zip(names, results))
-        if any(r != "ok" for r in results):
+        (embedder, milvus), (engine, _) = await asyncio.gather(embed_then_search(), probe(generate))
+        parts = {"embedder": embedder, "milvus": milvus, "engine": engine}
+        if any(r != "ok" for r in parts.values()):
             raise unavailable("not ready: " + "; ".join(f"{n}: {r}" for n, r in parts.items() if r != "ok"))
         return {"status": "ready", "parts": parts}
 
@@ -330,6 +342,9 @@ class CountRequests:
 
         try:
             await self.app(scope, receive, send_and_note)
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED_REQUEST if status == 500 else status  # the client left before an answer
+            raise
         finally:
             route = scope.get("route")  # FastAPI's matched route: its template, never the raw path
             self.metrics.request(getattr(route, "path", "unmatched"), status)

@@ -25,8 +25,8 @@ class ServingMetrics:
                                        boundaries=TOKEN_BOUNDARIES)  # fmt: skip
         self.passages = Histogram("rag_passages_returned", description="Passages in each answer's prompt and sources.",
                                   boundaries=COUNT_BOUNDARIES)  # fmt: skip
-        self.ttft_ms = Histogram("rag_time_to_first_token_ms", description="From a chat's arrival at the ingress to "
-                                 "its first answer token leaving it.", boundaries=LATENCY_MS_BOUNDARIES)  # fmt: skip
+        self.ttft_ms = Histogram("rag_time_to_first_token_ms", description="Streamed chats: from arrival at the "
+                                 "ingress to the engine's first tokens reaching it.", boundaries=LATENCY_MS_BOUNDARIES)  # fmt: skip
         self.output_tokens = Counter("rag_output_tokens", description="Answer tokens the engine generated for chats.")
 
     def request(self, route: str, status: int) -> None:

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import string
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pymilvus import AnnSearchRequest, MilvusException, RRFRanker
+from pymilvus import AnnSearchRequest, MilvusClient, MilvusException, RRFRanker
 
 from rag.config import MilvusConfig, RetrievalConfig
 from rag.store import METADATA_FIELDS, MilvusChunkStore, MilvusUnavailable
 from serve_app.protocol import RetrievalFilter, SearchMode, Source
 
 OUTPUT_FIELDS = ["text", *METADATA_FIELDS]
+logger = logging.getLogger(__name__)
 COLLECTION_NOT_LOADED = 101  # Milvus' error code (milvus-lite's too) for a search on a released collection
 # Lucene's English stop words (Elasticsearch's `_english_`), which milvus-lite's analyzer does not have.
 ENGLISH_STOP_WORDS = frozenset(
@@ -91,14 +93,31 @@ class MilvusRetriever:
     def __init__(self, cfg: MilvusConfig, dim: int, retrieval: RetrievalConfig | None = None, *,
                  store: MilvusChunkStore | None = None):  # fmt: skip
         self.cfg = cfg
+        self.dim = dim
         self.retrieval = retrieval or RetrievalConfig()
-        self.store = store if store is not None else MilvusChunkStore(cfg, dim)
-        self.client = self.store.client
         self.collection = cfg.collection
-        # Milvus serves only loaded collections. One that does not exist yet (the endpoint deployed before its
-        # first ingest) is no reason to fail the deploy: searches answer 503 until the ingest job creates it.
-        if self.client.has_collection(self.collection):
-            self.client.load_collection(self.collection)
+        self._store = store
+        # A Milvus that does not answer yet, or a collection not created yet (the endpoint deployed before Milvus
+        # or before the first ingest), is no reason to fail the deploy: searches answer 503 until both are there.
+        try:
+            self._connect()
+        except MilvusUnavailable as e:
+            logger.warning("%s; searches answer 503 until it does", e)
+
+    def _connect(self) -> MilvusChunkStore:
+        if self._store is None:
+            self._store = MilvusChunkStore(self.cfg, self.dim)
+            if self._store.client.has_collection(self.collection):
+                self._store.client.load_collection(self.collection)  # Milvus serves only loaded collections
+        return self._store
+
+    @property
+    def store(self) -> MilvusChunkStore:
+        return self._connect()
+
+    @property
+    def client(self) -> MilvusClient:
+        return self._connect().client
 
     def _dense_params(self) -> dict[str, Any]:
         params = {"ef": self.cfg.search_ef} if self.cfg.index_type in ("HNSW", "AUTOINDEX") else {}

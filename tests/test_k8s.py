@@ -8,6 +8,7 @@ import argparse
 import copy
 import importlib.metadata
 import json
+import math
 import re
 import shlex
 import shutil
@@ -265,6 +266,17 @@ def test_every_ray_pod_exports_metrics_the_podmonitor_scrapes():
             assert {"name": port, "containerPort": 8080} in container["ports"], name
 
 
+def test_the_cluster_runs_serve_as_the_tests_and_benchmarks_do():
+    from serve_app.serve_config import SERVE_ENV
+
+    spec = kind("rayservice.yaml", "RayService")["spec"]["rayClusterConfig"]
+    for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
+        env = {e["name"]: e.get("value") for e in group["template"]["spec"]["containers"][0]["env"]}
+        assert SERVE_ENV.items() <= env.items()
+    options = yaml.safe_load((REPO / "cluster.yaml").read_text())["docker"]["run_options"]
+    assert all(f"--env {name}={value}" in options for name, value in SERVE_ENV.items())
+
+
 def test_the_rayservice_serves_on_kubernetes():
     spec = kind("rayservice.yaml", "RayService")["spec"]
     cluster = spec["rayClusterConfig"]
@@ -360,8 +372,9 @@ def test_the_rayservice_worker_groups_hold_what_the_deployments_ask_for(ray_clus
     for deployment in deployments_of(build_rag_app(cfg)):
         most, need = replica_demand(deployment)
         assert any(all(pod.get(r, 0) >= amount for r, amount in need.items()) for _, pod in pods), deployment.name
-        for resource in demand:
-            demand[resource] += most * need.get(resource, 0)
+        # Serve spreads replicas over nodes, so a replica on a fraction of a GPU may keep a whole one from vLLM.
+        demand["CPU"] += most * need.get("CPU", 0)
+        demand["GPU"] += most * math.ceil(need.get("GPU", 0))
     assert demand["GPU"] > 0 and all(demand[r] <= capacity[r] for r in demand), (demand, capacity)
     gpu_group = next(g for g in groups if "nvidia.com/gpu" in str(g))  # the GPU type Ray detects is the one asked for
     assert gpu_group["template"]["spec"]["nodeSelector"]["nvidia.com/gpu.product"] == f"NVIDIA-{cfg.llm.accelerator_type}"
