@@ -17,6 +17,7 @@ COPY --chown=ray:users rag rag
 COPY --chown=ray:users ingest_jobs ingest_jobs
 COPY --chown=ray:users serve_app serve_app
 COPY --chown=ray:users evaluation evaluation
+COPY --chown=ray:users entrypoints entrypoints
 COPY --chown=ray:users configs configs
 RUN pip install --no-cache-dir --no-deps . \
  && python -c "import ray, vllm, ray.serve.llm, serve_app.app, ingest_jobs.ingest; print('ray', ray.__version__, 'vllm', vllm.__version__)"

@@ -8,7 +8,7 @@ CONFIG ?= configs/local.yaml
 # (~/.ray/auth_token) only with RAY_AUTH_MODE=token, and the clusters this project starts use token auth.
 export RAY_AUTH_MODE := token
 
-.PHONY: install demo ingest serve stop test bench-ingest bench-serve milvus-stop
+.PHONY: install demo ingest serve stop test test-unit bench-ingest bench-serve milvus-stop
 
 .venv/.installed: pyproject.toml constraints.txt scripts/install.sh
 	bash scripts/install.sh
@@ -22,8 +22,8 @@ ingest: install
 demo: install
 	.venv/bin/rag demo --corpus $(CORPUS) --config $(CONFIG)
 
-# A local Ray cluster started as a cluster's nodes are (with the env of serve_app/serve_config.py RAY_START_ENV and
-# SERVE_ENV), the Serve app deployed on it with `serve deploy`, then wait until /readyz says every part answers.
+# A local Ray cluster started as a cluster's nodes are (with the env of entrypoints/local_ray.py RAY_START_ENV and
+# serve_app/serve_config.py SERVE_ENV), the Serve app deployed on it with `serve deploy`, then wait until /readyz says every part answers.
 serve: install
 	.venv/bin/ray get-auth-token --generate > /dev/null
 	.venv/bin/ray status > /dev/null 2>&1 || RAY_worker_niceness=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_DIRECT_INGRESS=0 .venv/bin/ray start --head --num-cpus=4 --disable-usage-stats
@@ -37,6 +37,9 @@ stop:
 
 test: install
 	$(PY) -m pytest
+
+test-unit: install  # no Ray, Milvus server or vLLM started: config, parsing, fusion, prompts, errors, manifests
+	$(PY) -m pytest -m "not integration"
 
 bench-ingest: install
 	$(PY) bench/ingest.py

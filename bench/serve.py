@@ -32,7 +32,7 @@ from bench.ingest import free_port  # noqa: E402
 from ingest_jobs.ingest import run_ingest  # noqa: E402
 from rag.config import RagConfig, parse_overrides  # noqa: E402
 from rag.milvus_server import start_local, stop_local  # noqa: E402
-from serve_app.serve_config import init_local_ray  # noqa: E402
+from entrypoints.local_ray import init_local_ray  # noqa: E402
 
 QUESTIONS = [
     "How do I enable RBAC and create a user?", "What is the chunk cache?", "How do I configure object storage?",
@@ -173,7 +173,7 @@ async def run_batch(make, n: int) -> Result:
 def engine_messages(cfg: RagConfig, base_url: str, tokenizer, question: str, max_tokens: int) -> list[dict]:
     """The exact messages the ingress sends the engine: the same retrieval, the same prompt builder."""
     from serve_app.prompt import PromptBuilder
-    from serve_app.protocol import Source
+    from rag.search import Source
 
     data = httpx.post(f"{base_url}/retrieve", json={"query": question}, timeout=60).json()["data"]
     builder = PromptBuilder(tokenizer, max_model_len=cfg.llm.max_model_len)

@@ -14,7 +14,7 @@ from pathlib import Path
 from evaluation.metrics import MEASURES, score
 from rag.config import RagConfig, RetrievalConfig
 from rag.embedder import SentenceTransformersEmbedder
-from serve_app.retriever import MilvusRetriever
+from rag.search import MilvusRetriever
 
 SEARCH_MODES = ("dense", "bm25", "hybrid")
 CANDIDATES = 50  # passages per question, enough to fill the top 10 pages

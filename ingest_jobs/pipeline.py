@@ -20,7 +20,6 @@ from rag.config import RagConfig
 from rag.store import DocState
 
 PARSE_BATCH_SIZE = 8
-PARSE_NUM_CPUS = 0.25  # parsing is light; a whole CPU per task would starve the embed actors on 2 cores
 
 
 def fingerprint_salt(cfg: RagConfig) -> str:
@@ -73,11 +72,11 @@ def build_pipeline(
     cfg: RagConfig, corpus: Corpus, files: list[CorpusFile], *, manifest: dict[str, ManifestEntry],
     states: dict[str, DocState], run_id: str = "",
 ) -> ray.data.Dataset:  # fmt: skip
-    ds = ray.data.from_items([asdict(f) for f in files], override_num_blocks=max(1, min(len(files), 64)))
+    ds = ray.data.from_items([asdict(f) for f in files], override_num_blocks=max(1, min(len(files), cfg.corpus.max_parse_tasks)))
     ds = ds.map_batches(
         read_parse_chunk,
         batch_size=PARSE_BATCH_SIZE,
-        num_cpus=PARSE_NUM_CPUS,
+        num_cpus=cfg.corpus.parse_num_cpus,
         fn_kwargs=dict(corpus=corpus, cfg=cfg, manifest=manifest, states=states, salt=fingerprint_salt(cfg)),
     )
     ds = ds.map_batches(

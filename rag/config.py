@@ -44,6 +44,11 @@ class CorpusConfig(_Section):
     s3_endpoint: str | None = Field(
         None, description="S3-compatible endpoint (MinIO, moto, Ceph); credentials come from the AWS_* env vars."
     )
+    parse_num_cpus: float = Field(
+        0.25, gt=0, description="CPUs per read/parse/chunk task; parsing is light, and on 2 cores a whole CPU per "
+        "task would starve the embedding actors.",
+    )
+    max_parse_tasks: int = Field(64, gt=0, description="Most blocks the file list splits into: parse parallelism.")
 
 
 class ParseConfig(_Section):
@@ -138,6 +143,12 @@ class LLMConfig(_Section):
     accelerator: Literal["cpu", "gpu"] = Field("cpu", description="Where the engine runs.")
     num_gpus: float = Field(0, ge=0, description="GPUs per engine replica.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM GPU memory share (GPU only).")
+    engine_num_cpus: float = Field(
+        1, gt=0, description="CPU engine: CPUs of the engine's placement bundle, where its worker runs."
+    )
+    replica_num_cpus: float = Field(
+        0.2, ge=0, description="CPU engine: CPUs the replica process reserves beside its engine (it only streams)."
+    )
     kv_cache_memory_bytes: int = Field(1 << 30, gt=0, description="Explicit KV cache size (vLLM CPU needs one).")
     max_num_batched_tokens: int | None = Field(
         None, gt=0,
@@ -159,6 +170,11 @@ class LLMConfig(_Section):
         description="Token stream batching: at most one message per stream per interval, the first token at once; "
         "0 sends each token as it comes (see README for the trade-off).",
     )
+    cpu_host_tuning: bool = Field(
+        True,
+        description="Tune the CPU engine for a small host (serve_app/cpu_host.py): its processes' priority and cores "
+        "(cpu_nice, cpu_scheduler_on_worker_cores) and a stream that sends the first token at once. Off on a GPU.",
+    )
     cpu_nice: int = Field(
         19, ge=0, le=19,
         description="CPU engine only: run its processes (not the replica's own threads, which stream) this many nice "
@@ -170,6 +186,12 @@ class LLMConfig(_Section):
         "leaves it, where it spins while it waits for each step. Right for small hosts; on one with cores to spare, "
         "turn it off.",
     )
+
+    @model_validator(mode="after")
+    def _tuning_is_for_the_cpu_engine(self) -> LLMConfig:
+        if self.cpu_host_tuning and self.accelerator != "cpu":
+            raise ValueError("cpu_host_tuning is for the CPU engine: set it to false with accelerator gpu")
+        return self
 
 
 class DeploymentConfig(_Section):

@@ -14,8 +14,9 @@ from ray.serve import Application
 
 from rag.config import RagConfig
 from rag.milvus_server import ensure_milvus, is_loopback
-from serve_app.deployments import QueryEmbedder, RagIngress, RagLLMServer, Retriever
-from serve_app.llm import cpu_engine_settings, llm_config_kwargs, prepare_model_source
+from serve_app.cpu_host import llm_server_options
+from serve_app.deployments import QueryEmbedder, RagIngress, Retriever
+from serve_app.llm import llm_config_kwargs, prepare_model_source
 from serve_app.serve_config import AppArgs
 
 
@@ -26,20 +27,15 @@ def build_rag_app(cfg: RagConfig, model_source: str | None = None) -> Applicatio
 
     model_source = model_source or cfg.llm.model_source
     llm = build_llm_deployment(
-        LLMConfig(**llm_config_kwargs(cfg.llm, model_source)), name_prefix="LLMServer:",
-        deployment_cls=RagLLMServer, bind_kwargs={"cpu_engine": cpu_engine_settings(cfg.llm)},
+        LLMConfig(**llm_config_kwargs(cfg.llm, model_source)), name_prefix="LLMServer:", **llm_server_options(cfg.llm),
     )  # fmt: skip
-    embedder = serve.deployment(QueryEmbedder, name="QueryEmbedder", **cfg.serve.embedder.deployment_options()).bind(
-        cfg.embedder.model_dump(), cfg.serve.embed_max_batch_size, cfg.serve.embed_batch_wait_timeout_s,
-        cfg.serve.embed_num_threads, "cuda" if cfg.serve.embedder.num_gpus > 0 else "cpu",
-    )  # fmt: skip
-    retriever = serve.deployment(Retriever, name="Retriever", **cfg.serve.retriever.deployment_options()).bind(
-        cfg.milvus.model_dump(), cfg.embedder.dim, cfg.retrieval.model_dump(), cfg.serve.retrieve_max_batch_size,
-        cfg.serve.retrieve_batch_wait_timeout_s,
-    )  # fmt: skip
-    return serve.deployment(RagIngress, name="RagIngress", **cfg.serve.ingress.deployment_options()).bind(
-        cfg.model_dump(mode="json"), model_source, embedder, retriever, llm
-    )
+    embedder, retriever = (bind(cls, cfg) for cls in (QueryEmbedder, Retriever))
+    return bind(RagIngress, cfg, model_source, embedder, retriever, llm)
+
+
+def bind(deployment_cls: type, cfg: RagConfig, *args: Any) -> Application:
+    """A shell as a deployment with the options it asks for, bound to the config and its handles."""
+    return serve.deployment(deployment_cls, **deployment_cls.get_deployment_options(cfg)).bind(cfg, *args)
 
 
 def prepare_app(cfg: RagConfig) -> Application:

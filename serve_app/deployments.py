@@ -1,4 +1,5 @@
-"""The Serve shells: deployment options and handles only; the logic lives in the plain classes they wrap."""
+"""The Serve shells: deployment options and handles only; the logic lives in the plain classes they wrap. Each
+takes the one config and says, in ``get_deployment_options``, what Serve should give it, as Ray's LLMServer does."""
 
 from __future__ import annotations
 
@@ -8,16 +9,13 @@ from typing import Any
 
 from ray import serve
 from ray.serve.handle import DeploymentHandle
-from ray.serve.llm import LLMServer
 
-from rag.config import EmbedderConfig, MilvusConfig, RagConfig, RetrievalConfig
+from rag.config import RagConfig
 from rag.embedder import SentenceTransformersEmbedder
+from rag.search import MilvusRetriever, RetrievalFilter, Search, SearchMode, Source, answer_or_raise
 from serve_app.ingress import RagService, build_fastapi
-from serve_app.llm import settle_cpu_engine, throttled
 from serve_app.metrics import EmbedderMetrics
 from serve_app.prompt import PromptBuilder
-from serve_app.protocol import RetrievalFilter, SearchMode, Source
-from serve_app.retriever import MilvusRetriever, Search, answer_or_raise
 
 
 class _Batching:
@@ -35,16 +33,19 @@ class _Batching:
 class QueryEmbedder(_Batching):
     """Embeds queries with Serve's dynamic batching: concurrent requests share one forward pass."""
 
-    def __init__(self, cfg: dict[str, Any], max_batch_size: int, batch_wait_timeout_s: float, num_threads: int = 1,
-                 device: str = "cpu"):  # fmt: skip
+    @staticmethod
+    def get_deployment_options(cfg: RagConfig) -> dict[str, Any]:
+        return {"name": "QueryEmbedder", **cfg.serve.embedder.deployment_options()}
+
+    def __init__(self, cfg: RagConfig):
         import torch
 
         from rag.embedder import load_sentence_transformer
 
-        torch.set_num_threads(num_threads)
-        config = EmbedderConfig.model_validate(cfg)
-        self.embedder = SentenceTransformersEmbedder(config, model=load_sentence_transformer(config, device))
-        self._batch(self.embed_one, max_batch_size, batch_wait_timeout_s)
+        torch.set_num_threads(cfg.serve.embed_num_threads)
+        device = "cuda" if cfg.serve.embedder.num_gpus > 0 else "cpu"
+        self.embedder = SentenceTransformersEmbedder(cfg.embedder, model=load_sentence_transformer(cfg.embedder, device))
+        self._batch(self.embed_one, cfg.serve.embed_max_batch_size, cfg.serve.embed_batch_wait_timeout_s)
         self.metrics = EmbedderMetrics()
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
@@ -61,10 +62,13 @@ class QueryEmbedder(_Batching):
 class Retriever(_Batching):
     """Searches with Serve's dynamic batching: concurrent questions share one Milvus call per search kind."""
 
-    def __init__(self, cfg: dict[str, Any], dim: int, retrieval: dict[str, Any], max_batch_size: int,
-                 batch_wait_timeout_s: float):  # fmt: skip
-        self.retriever = MilvusRetriever(MilvusConfig.model_validate(cfg), dim, RetrievalConfig.model_validate(retrieval))
-        self._batch(self.search, max_batch_size, batch_wait_timeout_s)
+    @staticmethod
+    def get_deployment_options(cfg: RagConfig) -> dict[str, Any]:
+        return {"name": "Retriever", **cfg.serve.retriever.deployment_options()}
+
+    def __init__(self, cfg: RagConfig):
+        self.retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim, cfg.retrieval)
+        self._batch(self.search, cfg.serve.retrieve_max_batch_size, cfg.serve.retrieve_batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)
     async def search(self, searches: list[Search]) -> list[list[Source] | Exception]:
@@ -80,34 +84,22 @@ class Retriever(_Batching):
 class RagIngress:
     """FastAPI ingress; ``__serve_build_asgi_app__`` hands Serve the app built over ``RagService``."""
 
-    def __init__(self, cfg: dict[str, Any], model_source: str, embedder: DeploymentHandle,
-                 retriever: DeploymentHandle, llm: DeploymentHandle):  # fmt: skip
+    @staticmethod
+    def get_deployment_options(cfg: RagConfig) -> dict[str, Any]:
+        return {"name": "RagIngress", **cfg.serve.ingress.deployment_options()}
+
+    def __init__(self, cfg: RagConfig, model_source: str, embedder: DeploymentHandle, retriever: DeploymentHandle,
+                 llm: DeploymentHandle):  # fmt: skip
         from transformers import AutoTokenizer
 
-        config = RagConfig.model_validate(cfg)
         llm_stream = llm.options(stream=True)  # LLMServer.chat is a generator: without stream=True it raises
         self.service = RagService(
-            config,
+            cfg,
             embed=lambda texts: embedder.embed.remote(texts),
             retrieve=lambda q, v, mode, k, flt: retriever.retrieve.remote(q, v, mode, k, flt),
             generate=lambda request: llm_stream.chat.remote(request),
-            prompt=PromptBuilder(AutoTokenizer.from_pretrained(model_source), max_model_len=config.llm.max_model_len),
+            prompt=PromptBuilder(AutoTokenizer.from_pretrained(model_source), max_model_len=cfg.llm.max_model_len),
         )
 
     async def __serve_build_asgi_app__(self):
         return build_fastapi(self.service)
-
-
-class RagLLMServer(LLMServer):
-    """LLMServer with two changes for this app. On CPU its engine is settled after it starts (``settle_cpu_engine``):
-    vLLM's CPU engine keeps a scheduler process spinning on a core of its own, which on a small host starves the
-    proxy, ingress, embedder and Milvus. And its token stream is ``throttled``: Ray's batcher holds even the first
-    token until its next tick."""
-
-    async def __init__(self, llm_config, *, cpu_engine: dict[str, Any] | None = None, **kwargs):
-        await super().__init__(llm_config, **kwargs)
-        if cpu_engine is not None:
-            settle_cpu_engine(**cpu_engine)
-
-    def _batch_output_stream(self, generator):
-        return throttled(generator, self._get_batch_interval_ms() / 1000)

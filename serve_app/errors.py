@@ -5,20 +5,22 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pymilvus import MilvusException
 from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from starlette.exceptions import HTTPException
 
 from rag.store import MilvusUnavailable
+from serve_app.prompt import ContextTooLong
 from serve_app.protocol import EngineDeadError
 
+M = TypeVar("M", bound=BaseModel)
 logger = logging.getLogger(__name__)
 RETRY_AFTER_S = "5"
 # A part of the app that is down, restarting or full: Serve replaces a dead replica (and LLMServer one whose engine
@@ -60,6 +62,14 @@ def from_validation_error(error: ValidationError | RequestValidationError) -> AP
     first = error.errors()[0]
     param = ".".join(str(p) for p in first.get("loc", ()) if p != "body") or None
     return bad_request(f"{param}: {first['msg']}" if param else first["msg"], param=param)
+
+
+def validated(model: type[M], data: Any) -> M:
+    """``model`` from request data, or an OpenAI-shaped 400 naming the first bad field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise from_validation_error(e) from None
 
 
 def from_engine_error(error: Any) -> APIError:
@@ -116,6 +126,10 @@ def install_error_handlers(app: FastAPI, on_error: Callable[[APIError], None] | 
     @app.exception_handler(ValidationError)
     async def _validation(_: Request, exc: ValidationError) -> JSONResponse:
         return respond(from_validation_error(exc))
+
+    @app.exception_handler(ContextTooLong)
+    async def _context(_: Request, exc: ContextTooLong) -> JSONResponse:
+        return respond(bad_request(str(exc), param="messages", code="context_length_exceeded"))
 
     @app.exception_handler(MilvusException)
     async def _milvus(_: Request, exc: MilvusException) -> JSONResponse:

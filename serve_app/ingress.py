@@ -14,7 +14,6 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import ValidationError
 
 from rag.config import RagConfig
 from serve_app.errors import (
@@ -22,10 +21,10 @@ from serve_app.errors import (
     bad_request,
     from_engine_error,
     from_stream_failure,
-    from_validation_error,
     install_error_handlers,
     remote_cause,
     unavailable,
+    validated,
 )
 from serve_app.metrics import ServingMetrics
 from serve_app.prompt import PromptBuilder
@@ -89,18 +88,12 @@ class RagService:
         if not isinstance(body, dict):
             raise bad_request("the request body must be a JSON object")
         body = dict(body)
-        try:
-            options = RetrievalOptions.model_validate({k: body.pop(k) for k in EXTRA_FIELDS if k in body})
-        except ValidationError as e:
-            raise from_validation_error(e) from None
+        options = validated(RetrievalOptions, {k: body.pop(k) for k in EXTRA_FIELDS if k in body})
         self._check_model(body.get("model"))
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise bad_request("messages must be a non-empty list", param="messages")
-        try:
-            request = ChatCompletionRequest.model_validate({**body, "model": self.cfg.llm.model_id})
-        except ValidationError as e:
-            raise from_validation_error(e) from None
+        request = validated(ChatCompletionRequest, {**body, "model": self.cfg.llm.model_id})
 
         system_parts, conversation = [], []
         for i, message in enumerate(messages):
@@ -134,19 +127,13 @@ class RagService:
         return sources
 
     async def retrieve(self, body: Any) -> dict[str, Any]:
-        try:
-            request = RetrieveRequest.model_validate(body)
-        except ValidationError as e:
-            raise from_validation_error(e) from None
+        request = validated(RetrieveRequest, body)
         sources = await self.sources_for(request.query, request)
         return {"object": "list", "search": request.search or self.cfg.serve.search,
                 "data": [s.model_dump() for s in sources]}  # fmt: skip
 
     async def embeddings(self, body: Any) -> dict[str, Any]:
-        try:
-            request = EmbeddingsRequest.model_validate(body)
-        except ValidationError as e:
-            raise from_validation_error(e) from None
+        request = validated(EmbeddingsRequest, body)
         texts = [request.input] if isinstance(request.input, str) else request.input
         if not texts or not all(isinstance(t, str) and t for t in texts):
             raise bad_request("input must be a non-empty string or list of non-empty strings", param="input")

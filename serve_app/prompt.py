@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from serve_app.errors import bad_request
-from serve_app.protocol import Source
+from rag.search import Source
 
 INSTRUCTIONS = (
     "You are a helpful assistant that answers questions about the documents below. Use only these numbered "
@@ -18,6 +17,10 @@ class Tokenizer(Protocol):
     def apply_chat_template(self, conversation: list[dict[str, Any]], **kwargs: Any) -> Any: ...
     def encode(self, text: str, **kwargs: Any) -> list[int]: ...
 
+
+
+class ContextTooLong(ValueError):
+    """The conversation leaves no room for the answer; errors.py answers it as OpenAI's context_length_exceeded."""
 
 def passage_block(source: Source) -> str:
     where = " > ".join(p for p in (source.title, source.heading) if p)
@@ -36,16 +39,13 @@ class PromptBuilder:
                                                       return_dict=False))  # fmt: skip
 
     def check(self, conversation: list[dict[str, Any]], *, max_tokens: int) -> int:
-        """Tokens of our instructions and the conversation; a 400 when they leave no room for ``max_tokens``
-        of answer. The ingress calls it before paying for retrieval."""
+        """Tokens of our instructions and the conversation; ContextTooLong (a 400) when they leave no room for
+        ``max_tokens`` of answer. The ingress calls it before paying for retrieval."""
         budget = self.max_model_len - max_tokens
         used = self.count([{"role": "system", "content": INSTRUCTIONS}, *conversation])
         if used > budget:
-            raise bad_request(
-                f"the conversation is {used} tokens; with max_tokens={max_tokens} it exceeds the model's context "
-                f"of {self.max_model_len} tokens",
-                param="messages", code="context_length_exceeded",
-            )  # fmt: skip
+            raise ContextTooLong(f"the conversation is {used} tokens; with max_tokens={max_tokens} it exceeds the "
+                                 f"model's context of {self.max_model_len} tokens")  # fmt: skip
         return used
 
     def build(

@@ -3,14 +3,15 @@ only, because vLLM moves them between releases; our own extras (retrieval option
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, ChatCompletionResponse
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse as EngineErrorResponse
 from vllm.v1.engine.exceptions import EngineDeadError
 
-SearchMode = Literal["dense", "bm25", "hybrid"]
+from rag.search import RetrievalFilter, SearchMode, Source
+
 # vLLM's StreamOptions, found through the request's own field rather than the module it lives in this release.
 StreamOptions = next(t for t in get_args(ChatCompletionRequest.model_fields["stream_options"].annotation)
                      if t is not type(None))  # fmt: skip
@@ -23,28 +24,11 @@ __all__ = [
     "RetrievalFilter",
     "RetrievalOptions",
     "RetrieveRequest",
+    "SearchMode",
     "Source",
     "StreamOptions",
     "EmbeddingsRequest",
 ]
-
-
-NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
-
-
-class RetrievalFilter(BaseModel):
-    """Metadata filters; each becomes part of every Milvus search request."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    # No control characters: a newline would end the quoted string in the Milvus expression.
-    url_prefix: str | None = Field(
-        None, pattern=NO_CONTROL_CHARS, description="Only passages whose URL starts with this."
-    )
-    source_prefix: str | None = Field(
-        None, pattern=NO_CONTROL_CHARS, description="Only passages whose corpus path starts with this."
-    )
-    doc_type: list[Literal["html", "markdown", "text"]] | None = Field(None, description="Only these document types.")
 
 
 class RetrievalOptions(BaseModel):
@@ -66,17 +50,3 @@ class EmbeddingsRequest(BaseModel):
 
     input: str | list[str] = Field(description="Text or texts to embed.")
     model: str | None = None
-
-
-class Source(BaseModel):
-    """A retrieved passage as the API returns it; ``index`` is the number the answer cites as [index]."""
-
-    index: int
-    id: str
-    url: str
-    title: str
-    heading: str
-    source: str
-    doc_type: str
-    score: float
-    text: str

@@ -22,24 +22,6 @@ IMPORT_PATH = "serve_app.app:build_app"
 # drivers pass it as the job's runtime_env (Serve's controller, proxy and replicas all inherit it, the driver
 # keeps its own); `make serve` and a cluster set it in the environment Ray starts in.
 SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
-# Ray starts its workers at nice 15. The CPU engine runs llm.cpu_nice below its replica but stops at 19, so at 15
-# replicas and engine ended up nearly equal and a burst of retrievals queued behind the engine's prefill. At 0
-# the replicas outrank the engine as llm.cpu_nice means. The raylet reads it when it starts: `init_local_ray`
-# passes it as Ray's system config, `make serve` and a cluster's `ray start` as RAY_START_ENV.
-WORKER_NICENESS = 0
-RAY_START_ENV = {"RAY_worker_niceness": str(WORKER_NICENESS)}
-
-
-def init_local_ray(env_vars: dict[str, str] | None = None, **kwargs: Any):
-    """``ray.init`` that starts a local cluster running this app as shipped: its workers at WORKER_NICENESS,
-    SERVE_ENV (plus ``env_vars``) for the job's processes. Always a new cluster (Ray takes no system config
-    when it joins one): on an existing cluster, start Ray with RAY_START_ENV and connect with ``ray.init``."""
-    import ray
-
-    return ray.init(address="local", runtime_env={"env_vars": {**(env_vars or {}), **SERVE_ENV}},
-                    _system_config={"worker_niceness": WORKER_NICENESS}, **kwargs)  # fmt: skip
-
-
 class AppArgs(BaseModel):
     """The ``args:`` of the Serve YAML: a config file plus overrides, fed to the one config model."""
 

@@ -16,7 +16,7 @@ import pytest
 
 from rag.config import MilvusConfig
 from rag.milvus_server import start_local, stop_local
-from serve_app.serve_config import init_local_ray
+from entrypoints.local_ray import init_local_ray
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -25,6 +25,17 @@ SCIFACT = SHARED / "eval" / "scifact"
 # Credentials for the moto S3 server; Ray workers get them through the job's runtime_env.
 T = TypeVar("T")
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+# A test that uses one of these (directly or through another fixture) starts a real part: it is an integration
+# test, and `make test-unit` leaves it out.
+REAL_PARTS = {"milvus_server", "ray_cluster", "s3_endpoint"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if REAL_PARTS & set(item.fixturenames):
+            item.add_marker(pytest.mark.integration)
 
 
 def free_port() -> int:

@@ -22,8 +22,6 @@ from rag.config import MilvusConfig, RagConfig
 from rag.store import MilvusChunkStore, connect
 from tests.conftest import copy_pages
 
-pytestmark = pytest.mark.integration
-
 PAGES = ["adminGuide/rbac.html", "about/limitations.html", "faq/performance_faq.html"]
 BUCKET = "milvus-bulk"
 

@@ -26,8 +26,6 @@ from rag.config import RagConfig
 from rag.store import MilvusChunkStore
 from tests.conftest import REPO, copy_pages, free_port
 
-pytestmark = pytest.mark.integration
-
 PAGES = ["adminGuide/chunk_cache.html", "adminGuide/rbac.html", "faq/performance_faq.html"]
 SERVE_PORT = 8000  # serveConfigV2's own http_options; every node's proxy shares it (Serve sets SO_REUSEPORT)
 BIN = Path(sys.executable).parent

@@ -7,11 +7,9 @@ import pytest
 from evaluation.faq import extract_faq
 from evaluation.retrieval import evaluate_retrieval, format_table, question_set
 from ingest_jobs.ingest import run_ingest
-from rag.cli import main as rag_main
+from entrypoints.cli import main as rag_main
 from rag.config import RagConfig
 from tests.conftest import MILVUS_DOCS, copy_pages
-
-pytestmark = pytest.mark.integration
 
 PAGES = ["faq/performance_faq.html", "faq/operational_faq.html", "adminGuide/rbac.html", "about/limitations.html"]
 

@@ -7,7 +7,7 @@ import pytest
 from evaluation.beir import load_beir, write_beir_corpus
 from evaluation.faq import extract_faq, write_corpus_without_questions
 from ingest_jobs.parse import parse_document
-from rag.cli import main as rag_main
+from entrypoints.cli import main as rag_main
 from rag.config import ParseConfig
 from tests.conftest import MILVUS_DOCS, SCIFACT, copy_pages
 

@@ -19,8 +19,6 @@ from rag.embedder import SentenceTransformersEmbedder
 from rag.store import MilvusChunkStore
 from tests.conftest import MILVUS_DOCS, REPO, copy_pages, free_port
 
-pytestmark = pytest.mark.integration
-
 PAGES = [
     "about/limitations.html",
     "adminGuide/chunk_cache.html",
@@ -190,7 +188,7 @@ def test_ray_job_submit(ray_cluster, milvus_uri, collection, corpus):
 
 
 def rag_cli(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "rag.cli", *args], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "entrypoints.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=120)  # fmt: skip
 
 
@@ -211,6 +209,7 @@ def test_cli_missing_corpus_and_unreachable_milvus_exit_2(tmp_path):
     assert bad_config.returncode == 2 and "chunking.chunk_sise: Extra inputs are not permitted" in bad_config.stderr
 
 
+@pytest.mark.integration
 def test_cli_manages_local_milvus(tmp_path):
     port = free_port()
     opts = ["--set", f"milvus.uri=http://127.0.0.1:{port}", "--set", f"milvus.local_data_dir={tmp_path / 'm'}"]

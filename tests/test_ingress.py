@@ -16,7 +16,7 @@ from serve_app.errors import APIError
 from serve_app.ingress import RagService, build_fastapi
 from serve_app.metrics import ServingMetrics
 from serve_app.prompt import PromptBuilder
-from serve_app.protocol import Source
+from rag.search import Source
 
 SOURCE = Source(index=1, id="c1", url="https://milvus.io/docs/rbac.md", title="RBAC", heading="Users", source="rbac.html",
                 doc_type="html", score=0.9, text="Milvus grants privileges to roles.")  # fmt: skip
@@ -148,3 +148,5 @@ def test_requests_are_counted_by_route_template_and_status(prompt):
     assert metrics.of("request") == [("/healthz", 200), ("unmatched", 404), ("/v1/chat/completions", 400),
                                      ("/v1/retrieve", 400)]  # fmt: skip
     assert [kind for (kind,) in metrics.of("error")] == ["invalid_request_error"] * 3
+    too_long = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "word " * 3000}]})
+    assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"

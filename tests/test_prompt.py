@@ -1,9 +1,8 @@
 import pytest
 from transformers import AutoTokenizer
 
-from serve_app.errors import APIError
-from serve_app.prompt import INSTRUCTIONS, PromptBuilder
-from serve_app.protocol import Source
+from serve_app.prompt import INSTRUCTIONS, ContextTooLong, PromptBuilder
+from rag.search import Source
 
 
 def source(i: int, words: int = 50) -> Source:
@@ -37,9 +36,9 @@ def test_passages_are_fitted_by_tokens(tokenizer):
 
 def test_conversation_longer_than_context_is_a_400(tokenizer):
     builder = PromptBuilder(tokenizer, max_model_len=512)
-    with pytest.raises(APIError) as err:
+    with pytest.raises(ContextTooLong) as err:
         builder.build([{"role": "user", "content": "word " * 1000}], [], max_tokens=64)
-    assert err.value.status == 400 and err.value.code == "context_length_exceeded"
+    assert "exceeds the model's context" in str(err.value)
 
 
 def test_check_counts_the_conversation_once_for_build(tokenizer):
@@ -63,6 +62,6 @@ def test_check_counts_the_conversation_once_for_build(tokenizer):
     built = builder.build(conversation, sources, max_tokens=100, used=used)
     assert counting.renders == renders  # the passages are counted with encode; the conversation is not re-rendered
     assert built == builder.build(conversation, sources, max_tokens=100)
-    with pytest.raises(APIError) as err:
+    with pytest.raises(ContextTooLong) as err:
         builder.check([{"role": "user", "content": "word " * 1000}], max_tokens=64)
-    assert err.value.status == 400 and err.value.code == "context_length_exceeded"
+    assert "exceeds the model's context" in str(err.value)

@@ -20,8 +20,6 @@ from rag.milvus_server import start_local, stop_local
 from rag.store import MilvusChunkStore
 from tests.conftest import REPO, answer_eventually, copy_pages, free_port
 
-pytestmark = pytest.mark.integration
-
 SERVE_PAGES = [
     "adminGuide/chunk_cache.html",
     "adminGuide/rbac.html",
@@ -277,7 +275,7 @@ def test_invalid_json_and_client_errors(rag_app, client):
 
 def test_rag_eval_through_the_chat_endpoint(rag_app, tmp_path, capsys):
     from evaluation.faq import extract_faq
-    from rag.cli import main as rag_main
+    from entrypoints.cli import main as rag_main
     from tests.conftest import MILVUS_DOCS
 
     cfg, base_url = rag_app

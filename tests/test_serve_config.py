@@ -5,8 +5,10 @@ from pathlib import Path
 import yaml
 
 from rag.config import RagConfig
-from serve_app.serve_config import IMPORT_PATH, RAY_START_ENV, SERVE_ENV, AppArgs, serve_config_yaml
-from serve_app.llm import cpu_engine_settings, llm_config_kwargs
+from entrypoints.local_ray import RAY_START_ENV
+from serve_app.serve_config import IMPORT_PATH, SERVE_ENV, AppArgs, serve_config_yaml
+from serve_app.cpu_host import CpuHostLLMServer, cpu_engine_settings, llm_server_options
+from serve_app.llm import llm_config_kwargs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -38,7 +40,8 @@ def test_llm_config_on_cpu_and_gpu():
     gpu = llm_config_kwargs(gpu_llm, "meta-llama/Llama-3.1-8B-Instruct")
     assert "accelerator_config" not in gpu and gpu["engine_kwargs"]["gpu_memory_utilization"] == 0.9
     assert "max_num_batched_tokens" not in gpu["engine_kwargs"]  # vLLM's GPU default
-    assert cpu_engine_settings(gpu_llm) is None
+    assert cpu_engine_settings(gpu_llm) is None and llm_server_options(gpu_llm) == {}  # Ray's own LLMServer
+    assert llm_server_options(local_llm)["deployment_cls"] is CpuHostLLMServer
     assert gpu["deployment_config"]["autoscaling_config"] == {
         "min_replicas": gpu_llm.min_replicas, "max_replicas": gpu_llm.max_replicas,
         "target_ongoing_requests": gpu_llm.target_ongoing_requests,

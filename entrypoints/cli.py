@@ -1,8 +1,8 @@
 """The ``rag`` command: ``rag ingest PATH``, ``rag demo``, ``rag milvus start|stop|status``, ``rag config``,
 ``rag serve-config``, ``rag generate``, ``rag ready``.
 
-The ingest and serve entry points are imported only by the subcommand that needs them, so the
-shared package never depends on either path.
+The top layer: it may import every path, and imports each only in the subcommand that needs it, so that
+`rag config` does not start vLLM's imports.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return eval_main(argv[1:])
     if argv[:1] == ["demo"]:
-        from rag.demo import run_demo
+        from entrypoints.demo import run_demo
 
         return run_demo(argv[1:])
     parser = argparse.ArgumentParser(prog="rag", description="RAG on Ray: ingest into Milvus, serve answers.")

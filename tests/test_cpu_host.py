@@ -1,11 +1,13 @@
-"""The engine's token stream batching (serve_app.llm.throttled), with plain async generators."""
+"""The CPU-host tuning: the engine's token stream batching (``throttled``) with plain async generators, the
+switch, and the private LLMServer methods the tuned server overrides."""
 
 import asyncio
 import time
 
 import pytest
 
-from serve_app.llm import throttled
+from rag.config import ConfigError, RagConfig
+from serve_app.cpu_host import CpuHostLLMServer, throttled
 
 
 async def tokens(delays: list[float], error: str | None = None):
@@ -48,3 +50,22 @@ def test_the_streams_error_reaches_the_consumer_after_its_tokens():
     with pytest.raises(RuntimeError, match="engine died"):
         asyncio.run(run())
     assert seen == [0, 1]
+
+
+def test_the_llm_server_methods_the_tuning_overrides_still_exist():
+    """Ray 2.60 has no public hook for the stream batcher; an upgrade that renames these must fail here, loudly,
+    rather than leave the override silently unused."""
+    import inspect
+
+    from ray.serve.llm import LLMServer
+
+    for name in ("_batch_output_stream", "_get_batch_interval_ms"):
+        assert callable(getattr(LLMServer, name, None)), f"ray.serve.llm.LLMServer.{name} is gone: see serve_app/cpu_host.py"
+    assert list(inspect.signature(LLMServer._batch_output_stream).parameters) == ["self", "generator"]
+    assert CpuHostLLMServer._batch_output_stream is not LLMServer._batch_output_stream
+
+
+def test_the_tuning_is_for_the_cpu_engine_only():
+    with pytest.raises(ConfigError, match="cpu_host_tuning is for the CPU engine"):
+        RagConfig.load(None, {"llm": {"accelerator": "gpu", "num_gpus": 1}})
+    assert not RagConfig.load(None, {"llm": {"accelerator": "gpu", "num_gpus": 1, "cpu_host_tuning": False}}).llm.cpu_host_tuning

@@ -1,4 +1,5 @@
-"""retrieve: dense, BM25 and hybrid search over the collection the ingest job wrote, with metadata filters."""
+"""search: dense, BM25 and hybrid search of the chunk collection, with metadata filters and fusion. Shared by
+the Serve app's Retriever and the evaluation, so both rank exactly alike; it imports neither."""
 
 from __future__ import annotations
 
@@ -6,17 +7,50 @@ import logging
 import string
 from collections import defaultdict
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
 from pymilvus import AnnSearchRequest, MilvusClient, MilvusException, RRFRanker
 
 from rag.config import MilvusConfig, RetrievalConfig
 from rag.store import METADATA_FIELDS, MilvusChunkStore, MilvusUnavailable
-from serve_app.protocol import RetrievalFilter, SearchMode, Source
 
 OUTPUT_FIELDS = ["text", *METADATA_FIELDS]
 logger = logging.getLogger(__name__)
 COLLECTION_NOT_LOADED = 101  # Milvus' error code (milvus-lite's too) for a search on a released collection
+SearchMode = Literal["dense", "bm25", "hybrid"]
+NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
+
+
+class RetrievalFilter(BaseModel):
+    """Metadata filters; each becomes part of every Milvus search request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # No control characters: a newline would end the quoted string in the Milvus expression.
+    url_prefix: str | None = Field(
+        None, pattern=NO_CONTROL_CHARS, description="Only passages whose URL starts with this."
+    )
+    source_prefix: str | None = Field(
+        None, pattern=NO_CONTROL_CHARS, description="Only passages whose corpus path starts with this."
+    )
+    doc_type: list[Literal["html", "markdown", "text"]] | None = Field(None, description="Only these document types.")
+
+
+class Source(BaseModel):
+    """A retrieved passage as the API returns it; ``index`` is the number the answer cites as [index]."""
+
+    index: int
+    id: str
+    url: str
+    title: str
+    heading: str
+    source: str
+    doc_type: str
+    score: float
+    text: str
+
+
 # Lucene's English stop words (Elasticsearch's `_english_`), which milvus-lite's analyzer does not have.
 ENGLISH_STOP_WORDS = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their then there these they "

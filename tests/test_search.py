@@ -15,11 +15,8 @@ from rag.milvus_server import start_local, stop_local
 from rag.store import MilvusChunkStore
 from serve_app.errors import from_milvus_error
 from serve_app.ingress import RagService
-from serve_app.protocol import RetrievalFilter, Source
-from serve_app.retriever import MilvusRetriever, Search, filter_expr, fuse_minmax, without_stop_words
+from rag.search import MilvusRetriever, RetrievalFilter, Search, Source, filter_expr, fuse_minmax, without_stop_words
 from tests.conftest import answer_eventually, free_port
-
-pytestmark = pytest.mark.integration
 
 DOCS = [
     ("guide/install.md", "markdown", "https://x/install", "Install Milvus with Docker Compose and start the containers."),
@@ -176,6 +173,7 @@ def test_filter_expressions_are_quoted():
 
 
 @pytest.mark.parametrize("fusion", ["minmax", "rrf"])  # two searches, or Milvus' hybrid_search
+@pytest.mark.integration
 def test_a_restarted_milvus_serves_the_retriever_that_ran_before(tmp_path, embedder, fusion):
     """The collection comes back released; the running retriever loads it again rather than failing every search
     (code 101, "in state 'released'") until its replica restarts."""
@@ -205,6 +203,7 @@ def test_a_restarted_milvus_serves_the_retriever_that_ran_before(tmp_path, embed
         stop_local(cfg)
 
 
+@pytest.mark.integration
 def test_milvus_going_away_is_a_503(tmp_path, embedder):
     cfg = MilvusConfig(uri=f"http://127.0.0.1:{free_port()}", collection="gone", timeout_s=3,
                        local_data_dir=str(tmp_path))  # fmt: skip

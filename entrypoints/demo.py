@@ -24,12 +24,13 @@ def run_demo(argv: list[str]) -> int:
     from ray import serve
 
     from ingest_jobs.ingest import run_ingest
-    from rag.cli import wait_ready
+    from entrypoints.cli import wait_ready
     from rag.config import ConfigError, RagConfig
     from rag.milvus_server import ensure_milvus
     from rag.store import MilvusUnavailable
     from serve_app.app import prepare_app
-    from serve_app.serve_config import APP_NAME, init_local_ray
+    from entrypoints.local_ray import init_local_ray
+    from serve_app.serve_config import APP_NAME
 
     try:
         cfg = RagConfig.load(args.config, {"corpus": {"path": args.corpus}})

@@ -1,0 +1,122 @@
+"""CPU-host tuning for the embedded default: a vLLM CPU engine sharing 2 cores with the proxy, the replicas and
+milvus-lite. Everything here is switched by one flag, ``llm.cpu_host_tuning`` (on in configs/local.yaml, off in
+configs/gpu.yaml); nothing of it runs on a GPU cluster. Why each piece exists, with its measurements:
+docs/serving.md and docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
+
+import psutil
+from ray.serve.llm import LLMServer
+
+from rag.config import LLMConfig as RagLLMConfig
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+
+def cpu_engine_settings(cfg: RagLLMConfig) -> dict[str, Any] | None:
+    """``settle_cpu_engine``'s arguments from the config; None when the tuning is off."""
+    if not cfg.cpu_host_tuning:
+        return None
+    return {"nice": cfg.cpu_nice, "scheduler_on_worker_cores": cfg.cpu_scheduler_on_worker_cores}
+
+
+def llm_server_options(cfg: RagLLMConfig) -> dict[str, Any]:
+    """``build_llm_deployment``'s deployment class and bind arguments: the tuned server on a small CPU host,
+    Ray's own LLMServer otherwise."""
+    if (settings := cpu_engine_settings(cfg)) is None:
+        return {}
+    return {"deployment_cls": CpuHostLLMServer, "bind_kwargs": {"cpu_engine": settings}}
+
+
+def settle_cpu_engine(*, nice: int, scheduler_on_worker_cores: bool) -> None:
+    """Settles the vLLM CPU engine this replica started. Its processes run ``nice`` levels below the replica
+    (every thread: Linux keeps a nice value per thread), never above where they are; the replica's own threads,
+    which stream, keep their priority. If asked, every thread of its scheduler (``VLLM::EngineCore``) moves onto
+    its workers' cores: vLLM leaves the scheduler a core its worker does not use, and it spins there while it
+    waits for each step; on the worker's cores the two take turns. A tuning step: an engine it does not
+    recognise is logged and left alone."""
+    engine = psutil.Process().children(recursive=True)
+    titles = {p.pid: " ".join(_quietly(p.cmdline, [])) for p in engine}
+    workers = [p for p in engine if "::Worker" in titles[p.pid]]
+    scheduler_pids = {p.pid for p in engine if "::EngineCore" in titles[p.pid]}
+    if not workers or not scheduler_pids:
+        logger.warning("no vLLM CPU engine under this replica (%s): left as it is", sorted(titles.values()))
+        return
+    cores = set().union(*(os.sched_getaffinity(t.id) for w in workers for t in _quietly(w.threads, [])))
+    target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+    pin = scheduler_on_worker_cores and bool(cores)
+    for process in engine:
+        for thread in _quietly(process.threads, []):
+            try:
+                if nice:
+                    os.setpriority(os.PRIO_PROCESS, thread.id, max(target, os.getpriority(os.PRIO_PROCESS, thread.id)))
+                if pin and process.pid in scheduler_pids:
+                    os.sched_setaffinity(thread.id, cores)
+            except ProcessLookupError:  # the thread ended meanwhile
+                pass
+    logger.info("CPU engine at nice >= %d%s", target, f", scheduler on cores {sorted(cores)}" if pin else "")
+
+
+def _quietly(read: Callable[[], T], default: T) -> T:
+    """A psutil read of a process that may have ended meanwhile."""
+    try:
+        return read()
+    except psutil.Error:
+        return default
+
+
+async def throttled(stream: AsyncIterator[T], interval_s: float) -> AsyncIterator[list[T]]:
+    """Lists of the stream's items, at most one list per ``interval_s``, and at once when none went out in the
+    last interval: the first token never waits for a tick, and a stream that produces faster than the
+    interval costs one message per interval through every hop to the client, not one per token."""
+    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for item in stream:
+                queue.put_nowait((False, item))
+        finally:
+            queue.put_nowait((True, None))
+
+    task = asyncio.create_task(pump())
+    sent_at = float("-inf")
+    try:
+        while True:
+            entries = [await queue.get()]
+            wait = sent_at + interval_s - time.monotonic()
+            # Even unthrottled, yield once: vLLM sends the role chunk and the first token back to back.
+            await asyncio.sleep(max(wait, 0))
+            while not queue.empty():
+                entries.append(queue.get_nowait())
+            batch = [item for done, item in entries if not done]
+            if batch:
+                yield batch
+                sent_at = time.monotonic()
+            if any(done for done, _ in entries):
+                task.result()  # the stream's own exception, if it ended with one
+                return
+    finally:
+        task.cancel()
+
+
+class CpuHostLLMServer(LLMServer):
+    """Ray's LLMServer with the CPU engine settled once it has started (``settle_cpu_engine``): vLLM's CPU engine
+    keeps a scheduler process spinning on a core of its own, which on a small host starves the proxy, ingress,
+    embedder and Milvus. And its token stream ``throttled``: Ray's batcher holds even the first token until its
+    next tick. Ray 2.60 has no public hook for the latter, so it overrides two private methods (ray issue 59681);
+    tests/test_cpu_host.py fails when an upgrade renames them."""
+
+    async def __init__(self, llm_config, *, cpu_engine: dict[str, Any], **kwargs):
+        await super().__init__(llm_config, **kwargs)
+        settle_cpu_engine(**cpu_engine)
+
+    def _batch_output_stream(self, generator):
+        return throttled(generator, self._get_batch_interval_ms() / 1000)
