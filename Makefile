@@ -8,7 +8,7 @@ CONFIG ?= configs/local.yaml
 # (~/.ray/auth_token) only with RAY_AUTH_MODE=token, and the clusters this project starts use token auth.
 export RAY_AUTH_MODE := token
 
-.PHONY: install demo ingest serve stop test test-unit bench-ingest bench-serve milvus-stop
+.PHONY: install demo ingest serve stop test test-unit lint bench-ingest bench-serve milvus-stop
 
 .venv/.installed: pyproject.toml constraints.txt scripts/install.sh
 	bash scripts/install.sh
@@ -37,6 +37,10 @@ stop:
 
 test: install
 	$(PY) -m pytest
+
+lint: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
 
 test-unit: install  # no Ray, Milvus server or vLLM started: config, parsing, fusion, prompts, errors, manifests
 	$(PY) -m pytest -m "not integration"

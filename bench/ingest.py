@@ -47,8 +47,9 @@ def chunk_texts(cfg: RagConfig) -> list[str]:
     for f in files:
         entry = manifest.get(f.source)
         try:
-            doc = parse_document(corpus.read(f), f.source, cfg.parse, url=entry and entry.url,
-                                 title=entry and entry.title)  # fmt: skip
+            doc = parse_document(
+                corpus.read(f), f.source, cfg.parse, url=entry and entry.url, title=entry and entry.title
+            )
         except ParseSkip:
             continue
         texts += [r["embed_text"] for r in chunk_document(doc, source=f.source, doc_hash="", cfg=cfg.chunking)]
@@ -74,8 +75,9 @@ def bench_seed(cfg: RagConfig) -> tuple[int, float]:
 
     started = time.perf_counter()
     pages = [p.read_text(errors="replace") for p in sorted(Path(cfg.corpus.path).rglob("*.html"))]
-    splitter = RecursiveCharacterTextSplitter(chunk_size=cfg.chunking.chunk_size,
-                                              chunk_overlap=cfg.chunking.chunk_overlap)  # fmt: skip
+    splitter = RecursiveCharacterTextSplitter(
+        chunk_size=cfg.chunking.chunk_size, chunk_overlap=cfg.chunking.chunk_overlap
+    )
     texts = [t for page in pages for t in splitter.split_text(BeautifulSoup(page, "html.parser").get_text())]
     model = load_sentence_transformer(cfg.embedder)
     vectors = model.encode(texts, normalize_embeddings=True)
@@ -94,28 +96,40 @@ def main() -> None:
     args = parser.parse_args()
 
     data_dir = tempfile.mkdtemp(prefix="bench-milvus-")
-    cfg = RagConfig.load(args.config, {
-        "corpus": {"path": args.corpus},
-        "milvus": {"uri": f"http://127.0.0.1:{free_port()}", "local_data_dir": data_dir, "collection": "bench"},
-    })  # fmt: skip
+    cfg = RagConfig.load(
+        args.config,
+        {
+            "corpus": {"path": args.corpus},
+            "milvus": {"uri": f"http://127.0.0.1:{free_port()}", "local_data_dir": data_dir, "collection": "bench"},
+        },
+    )
     start_local(cfg.milvus)
     try:
         ray.init(num_cpus=os.cpu_count(), log_to_driver=False)
         summary = run_ingest(cfg, force=True)
         ray.shutdown()
         pipeline_rate = summary.chunks_per_s
-        print(f"pipeline: {summary.documents} pages, {summary.chunks_written} chunks, "
-              f"{summary.seconds:.1f} s, {pipeline_rate:.1f} chunks/s, {len(summary.skipped)} skipped", flush=True)
+        print(
+            f"pipeline: {summary.documents} pages, {summary.chunks_written} chunks, "
+            f"{summary.seconds:.1f} s, {pipeline_rate:.1f} chunks/s, {len(summary.skipped)} skipped",
+            flush=True,
+        )
 
         texts = chunk_texts(cfg)
         encode_s = bench_encode(cfg, texts, None)
         encode_rate = len(texts) / encode_s
-        print(f"encode:   {len(texts)} chunks, {encode_s:.1f} s, {encode_rate:.1f} chunks/s "
-              "(plain SentenceTransformer.encode, default batch size 32)", flush=True)
+        print(
+            f"encode:   {len(texts)} chunks, {encode_s:.1f} s, {encode_rate:.1f} chunks/s "
+            "(plain SentenceTransformer.encode, default batch size 32)",
+            flush=True,
+        )
         tuned_s = bench_encode(cfg, texts, cfg.embedder.batch_size)
         tuned_rate = len(texts) / tuned_s
-        print(f"encode@{cfg.embedder.batch_size}: {len(texts)} chunks, {tuned_s:.1f} s, {tuned_rate:.1f} chunks/s "
-              "(the same at the pipeline's batch size: what Ray and the other stages cost)", flush=True)
+        print(
+            f"encode@{cfg.embedder.batch_size}: {len(texts)} chunks, {tuned_s:.1f} s, {tuned_rate:.1f} chunks/s "
+            "(the same at the pipeline's batch size: what Ray and the other stages cost)",
+            flush=True,
+        )
 
         seed_chunks, seed_s = bench_seed(cfg)
         seed_rate = seed_chunks / seed_s
@@ -124,8 +138,10 @@ def main() -> None:
         print(f"ratio pipeline/encode: {pipeline_rate / encode_rate:.2f} (target >= 0.90)")
         print(f"ratio pipeline/encode@{cfg.embedder.batch_size}: {pipeline_rate / tuned_rate:.2f}")
         print(f"ratio pipeline/seed:   {pipeline_rate / seed_rate:.2f} (target >= 1.00)")
-        print(f"machine: {os.cpu_count()} CPUs, embedder {cfg.embedder.model}, "
-              f"{cfg.embedder.concurrency} actors x {cfg.embedder.num_cpus} CPU, batch {cfg.embedder.batch_size}")
+        print(
+            f"machine: {os.cpu_count()} CPUs, embedder {cfg.embedder.model}, "
+            f"{cfg.embedder.concurrency} actors x {cfg.embedder.num_cpus} CPU, batch {cfg.embedder.batch_size}"
+        )
     finally:
         stop_local(cfg.milvus)
 

@@ -55,10 +55,12 @@ def table(cfg: RagConfig, questions) -> dict[str, dict[str, float]]:
     variants = {label: ("hybrid", kept.retrieval.model_copy(update=fusion)) for label, fusion in FUSIONS.items()}
     variants["bm25 without stop words"] = ("bm25", kept.retrieval.model_copy(update={"bm25_stop_words": True}))
     variants["hybrid minmax w=0.6 c=20 without stop words"] = (
-        "hybrid", default.model_copy(update={"candidates": 20, "bm25_stop_words": True}),
+        "hybrid",
+        default.model_copy(update={"candidates": 20, "bm25_stop_words": True}),
     )
     variants[f"default (hybrid, {default.fusion}{', without stop words' if default.bm25_stop_words else ''})"] = (
-        "hybrid", default,
+        "hybrid",
+        default,
     )
     rows = evaluate_retrieval(kept, questions, ("dense", "bm25"), variants=variants)
     print(f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
@@ -102,19 +104,28 @@ def main() -> int:
         for size, overlap, headings in dict.fromkeys(settings):
             name = f"eval_noq_{size}_{overlap}{'' if headings else '_plain'}"
             chunk = {"chunking": {"chunk_size": size, "chunk_overlap": overlap, "embed_headings": headings}}
-            cfg, questions, _ = prepare(questions_path=str(faq), corpus=args.corpus, exclude_question=True,
-                                        collection=name, overrides=chunk, fresh=True)  # fmt: skip
+            cfg, questions, _ = prepare(
+                questions_path=str(faq),
+                corpus=args.corpus,
+                exclude_question=True,
+                collection=name,
+                overrides=chunk,
+                fresh=True,
+            )
             rows = table(cfg, questions)
-            print(f"\n## Milvus FAQ without the questions: {len(questions.queries)} questions, chunks {size}/{overlap}"
-                  f"{', title + headings embedded' if headings else ', text only embedded'}, {name}")  # fmt: skip
+            print(
+                f"\n## Milvus FAQ without the questions: {len(questions.queries)} questions, chunks {size}/{overlap}"
+                f"{', title + headings embedded' if headings else ', text only embedded'}, {name}"
+            )
             print(format_table(rows, "method"))
             print(verdict(rows))
         if args.with_question:
-            cfg, questions, _ = prepare(questions_path=str(faq), corpus=args.corpus, collection="eval_faq",
-                                        fresh=True)  # fmt: skip
+            cfg, questions, _ = prepare(questions_path=str(faq), corpus=args.corpus, collection="eval_faq", fresh=True)
             rows = table(cfg, questions)
-            print(f"\n## Milvus FAQ as extracted (question headings in the heading path): {len(questions.queries)} "
-                  "questions")  # fmt: skip
+            print(
+                f"\n## Milvus FAQ as extracted (question headings in the heading path): {len(questions.queries)} "
+                "questions"
+            )
             print(format_table(rows, "method"))
             print(verdict(rows))
     return 0

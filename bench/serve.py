@@ -29,25 +29,45 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.ingest import free_port  # noqa: E402
+from entrypoints.local_ray import init_local_ray  # noqa: E402
 from ingest_jobs.ingest import run_ingest  # noqa: E402
 from rag.config import RagConfig, parse_overrides  # noqa: E402
 from rag.milvus_server import start_local, stop_local  # noqa: E402
-from entrypoints.local_ray import init_local_ray  # noqa: E402
 
 QUESTIONS = [
-    "How do I enable RBAC and create a user?", "What is the chunk cache?", "How do I configure object storage?",
-    "What does the HNSW parameter M mean?", "How do I upgrade a Milvus cluster with Helm?",
-    "What are the limits on collection names?", "How does BM25 full-text search work?",
-    "How do I back up a collection?", "What consistency levels does Milvus offer?",
-    "How do I monitor Milvus with Prometheus?", "What is a partition key?", "How do I load a collection?",
-    "What index types does Milvus support?", "How do I deploy Milvus on Kubernetes?",
-    "What is a sparse vector?", "How do I use a scalar filter in search?", "What is the maximum vector dimension?",
-    "How do I configure message storage with Kafka?", "What is Milvus Lite?", "How do I do a hybrid search?",
-    "What is range search?", "How do I insert data into a collection?", "What is a dynamic field?",
-    "How do I configure resource groups?", "What does compaction do?", "How do I use the GPU index?",
-    "How do I authenticate users?", "What are the Milvus components?", "How do I drop a collection?",
-    "What is grouping search?", "How do I enable TLS?", "What metric types are supported?",
-]  # fmt: skip
+    "How do I enable RBAC and create a user?",
+    "What is the chunk cache?",
+    "How do I configure object storage?",
+    "What does the HNSW parameter M mean?",
+    "How do I upgrade a Milvus cluster with Helm?",
+    "What are the limits on collection names?",
+    "How does BM25 full-text search work?",
+    "How do I back up a collection?",
+    "What consistency levels does Milvus offer?",
+    "How do I monitor Milvus with Prometheus?",
+    "What is a partition key?",
+    "How do I load a collection?",
+    "What index types does Milvus support?",
+    "How do I deploy Milvus on Kubernetes?",
+    "What is a sparse vector?",
+    "How do I use a scalar filter in search?",
+    "What is the maximum vector dimension?",
+    "How do I configure message storage with Kafka?",
+    "What is Milvus Lite?",
+    "How do I do a hybrid search?",
+    "What is range search?",
+    "How do I insert data into a collection?",
+    "What is a dynamic field?",
+    "How do I configure resource groups?",
+    "What does compaction do?",
+    "How do I use the GPU index?",
+    "How do I authenticate users?",
+    "What are the Milvus components?",
+    "How do I drop a collection?",
+    "What is grouping search?",
+    "How do I enable TLS?",
+    "What metric types are supported?",
+]
 
 
 @dataclass
@@ -68,8 +88,10 @@ class Result:
     def row(self, label: str, n: int) -> str:
         p50 = statistics.median(self.ttft_s) * 1000 if self.ttft_s else float("nan")
         p95 = statistics.quantiles(self.ttft_s, n=20)[-1] * 1000 if len(self.ttft_s) > 1 else p50
-        return (f"{label:6s} N={n:<3d} TTFT p50 {p50:7.0f} ms  p95 {p95:7.0f} ms  {self.tokens / self.wall_s:7.1f} "
-                f"tok/s  {self.requests / self.wall_s:6.2f} req/s  failures {self.failures}")  # fmt: skip
+        return (
+            f"{label:6s} N={n:<3d} TTFT p50 {p50:7.0f} ms  p95 {p95:7.0f} ms  {self.tokens / self.wall_s:7.1f} "
+            f"tok/s  {self.requests / self.wall_s:6.2f} req/s  failures {self.failures}"
+        )
 
     @property
     def p50(self) -> float:
@@ -83,9 +105,12 @@ class Result:
 async def rag_tokens(client: AsyncOpenAI, question: str, max_tokens: int):
     """Yields once per content token of a streamed chat through the app's HTTP endpoint."""
     stream = await client.chat.completions.create(
-        model="rag", messages=[{"role": "user", "content": question}], max_tokens=max_tokens, temperature=0,
+        model="rag",
+        messages=[{"role": "user", "content": question}],
+        max_tokens=max_tokens,
+        temperature=0,
         stream=True,
-    )  # fmt: skip
+    )
     async for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             yield
@@ -116,10 +141,16 @@ async def retrieval_latency(client: httpx.AsyncClient, questions: list[str]) -> 
 
 
 PROCESS_LABELS = {  # substring of a process's command line -> label
-    "RagIngress": "ingress", "rag:QueryEmbedder": "embedder", "rag:Retriever": "retriever", "ProxyActor": "proxy",
-    "milvus_lite": "milvus-lite", "LLMServer": "llm-replica", "EngineCore": "engine-core", "VLLM": "engine-worker",
+    "RagIngress": "ingress",
+    "rag:QueryEmbedder": "embedder",
+    "rag:Retriever": "retriever",
+    "ProxyActor": "proxy",
+    "milvus_lite": "milvus-lite",
+    "LLMServer": "llm-replica",
+    "EngineCore": "engine-core",
+    "VLLM": "engine-worker",
     "bench/serve.py": "bench-client",
-}  # fmt: skip
+}
 
 
 def cpu_seconds() -> dict[str, float]:
@@ -172,13 +203,14 @@ async def run_batch(make, n: int) -> Result:
 
 def engine_messages(cfg: RagConfig, base_url: str, tokenizer, question: str, max_tokens: int) -> list[dict]:
     """The exact messages the ingress sends the engine: the same retrieval, the same prompt builder."""
-    from serve_app.prompt import PromptBuilder
     from rag.search import Source
+    from serve_app.prompt import PromptBuilder
 
     data = httpx.post(f"{base_url}/retrieve", json={"query": question}, timeout=60).json()["data"]
     builder = PromptBuilder(tokenizer, max_model_len=cfg.llm.max_model_len)
-    messages, _ = builder.build([{"role": "user", "content": question}], [Source(**d) for d in data],
-                                max_tokens=max_tokens)  # fmt: skip
+    messages, _ = builder.build(
+        [{"role": "user", "content": question}], [Source(**d) for d in data], max_tokens=max_tokens
+    )
     return messages
 
 
@@ -193,13 +225,17 @@ def warm_up_retrieval(base_url: str, rounds: int = 3) -> None:
                 started = time.perf_counter()
                 httpx.post(f"{base_url}/retrieve", json={"query": question, "search": search}, timeout=120)
                 timings.append(time.perf_counter() - started)
-    last = statistics.median(timings[-len(QUESTIONS):]) * 1000
-    print(f"retrieval warm-up: {len(timings)} searches, slowest {max(timings) * 1000:.0f} ms, "
-          f"last round p50 {last:.0f} ms", flush=True)
+    last = statistics.median(timings[-len(QUESTIONS) :]) * 1000
+    print(
+        f"retrieval warm-up: {len(timings)} searches, slowest {max(timings) * 1000:.0f} ms, "
+        f"last round p50 {last:.0f} ms",
+        flush=True,
+    )
 
 
-async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], rounds: int, max_tokens: int,
-                     model_source: str):  # fmt: skip
+async def main_async(
+    cfg: RagConfig, base_url: str, concurrency: list[int], rounds: int, max_tokens: int, model_source: str
+):
     from ray import serve
     from transformers import AutoTokenizer
 
@@ -213,8 +249,15 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], roun
     prompts = [engine_messages(cfg, base_url, tokenizer, q, max_tokens) for q in QUESTIONS]
 
     def engine_req(i: int):
-        return ChatCompletionRequest.model_validate({"model": cfg.llm.model_id, "messages": prompts[i % len(prompts)],
-                                                     "max_tokens": max_tokens, "temperature": 0, "stream": True})
+        return ChatCompletionRequest.model_validate(
+            {
+                "model": cfg.llm.model_id,
+                "messages": prompts[i % len(prompts)],
+                "max_tokens": max_tokens,
+                "temperature": 0,
+                "stream": True,
+            }
+        )
 
     warm_up_retrieval(base_url)
     await run_batch(lambda i, r: measure(rag_tokens(client, QUESTIONS[i], max_tokens), r), 2)  # warm-up both paths
@@ -224,14 +267,15 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], roun
         seconds, rag, engine, round_diffs = [], Result(), Result(), []
         cpu_retrieve, cpu_rag = {}, {}
         for r in range(rounds):  # each round other questions; the two paths take turns going first
-            def question(i: int) -> int:
+
+            def question(i: int, r: int = r, n: int = n) -> int:
                 return (r * n + i) % len(QUESTIONS)
 
             before = cpu_seconds()
             seconds += await retrieval_latency(http, [QUESTIONS[question(i)] for i in range(n)])
             add_cpu_since(before, cpu_retrieve)
             this_round = {}
-            for path in (("rag", "engine") if r % 2 == 0 else ("engine", "rag")):
+            for path in ("rag", "engine") if r % 2 == 0 else ("engine", "rag"):
                 # Both paths send the same prompts: empty vLLM's prefix cache first, or the second gets free prefill.
                 await llm.reset_prefix_cache.remote()
                 if path == "rag":
@@ -239,22 +283,26 @@ async def main_async(cfg: RagConfig, base_url: str, concurrency: list[int], roun
                 else:
                     tokens = lambda i: engine_tokens(handle, engine_req(question(i)))  # noqa: E731
                 before = cpu_seconds()
-                this_round[path] = await run_batch(lambda i, res: measure(tokens(i), res), n)
+                this_round[path] = await run_batch(lambda i, res, tokens=tokens: measure(tokens(i), res), n)
                 (rag if path == "rag" else engine).add(this_round[path])
                 if path == "rag":
                     add_cpu_since(before, cpu_rag)
             if this_round["rag"].ttft_s and this_round["engine"].ttft_s:
                 round_diffs.append((this_round["rag"].p50 - this_round["engine"].p50) * 1000)
-        print(f"retrieve N={n:<3d} p50 {statistics.median(seconds) * 1000:7.0f} ms  max {max(seconds) * 1000:7.0f} ms"
-              f"  (/v1/retrieve alone, {rounds} x {n} at once)")  # fmt: skip
+        print(
+            f"retrieve N={n:<3d} p50 {statistics.median(seconds) * 1000:7.0f} ms  max {max(seconds) * 1000:7.0f} ms"
+            f"  (/v1/retrieve alone, {rounds} x {n} at once)"
+        )
         print(f"  CPU ms per request, /v1/retrieve: {cpu_row(cpu_retrieve, rounds * n)}")
         print(f"  CPU ms per request, RAG chat:     {cpu_row(cpu_rag, rounds * n)}")
         print(rag.row("rag", n))
         print(engine.row("engine", n))
         if rag.ttft_s and engine.ttft_s:
-            print(f"       N={n:<3d} TTFT p50 rag - engine = {(rag.p50 - engine.p50) * 1000:+.0f} ms (target <= +100)"
-                  f"   throughput rag/engine = {rag.tokens_per_s / engine.tokens_per_s:.2f} (target >= 0.90)",
-                  flush=True)  # fmt: skip
+            print(
+                f"       N={n:<3d} TTFT p50 rag - engine = {(rag.p50 - engine.p50) * 1000:+.0f} ms (target <= +100)"
+                f"   throughput rag/engine = {rag.tokens_per_s / engine.tokens_per_s:.2f} (target >= 0.90)",
+                flush=True,
+            )
             print(f"       N={n:<3d} TTFT p50 rag - engine per round: {', '.join(f'{d:+.0f}' for d in round_diffs)} ms")
 
 
@@ -275,13 +323,19 @@ def main() -> None:
     from serve_app.llm import prepare_model_source
 
     overrides = parse_overrides(args.set)
-    cfg = RagConfig.load(args.config, {
-        **overrides,
-        "corpus": {"path": args.corpus},
-        "milvus": {"uri": f"http://127.0.0.1:{free_port()}", "collection": "bench_serve",
-                   "local_data_dir": args.milvus_dir or tempfile.mkdtemp(prefix="bench-milvus-")},
-        "serve": {"port": free_port()},
-    })  # fmt: skip
+    cfg = RagConfig.load(
+        args.config,
+        {
+            **overrides,
+            "corpus": {"path": args.corpus},
+            "milvus": {
+                "uri": f"http://127.0.0.1:{free_port()}",
+                "collection": "bench_serve",
+                "local_data_dir": args.milvus_dir or tempfile.mkdtemp(prefix="bench-milvus-"),
+            },
+            "serve": {"port": free_port()},
+        },
+    )
     start_local(cfg.milvus)
     try:
         init_local_ray(log_to_driver=False)
@@ -290,11 +344,15 @@ def main() -> None:
         started = time.perf_counter()
         serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})
         serve.run(prepare_app(cfg), name="rag", route_prefix="/")
-        print(f"app ready in {time.perf_counter() - started:.0f} s; stream_batching_interval_ms="
-              f"{cfg.llm.stream_batching_interval_ms}, max_tokens={args.max_tokens}", flush=True)
+        print(
+            f"app ready in {time.perf_counter() - started:.0f} s; stream_batching_interval_ms="
+            f"{cfg.llm.stream_batching_interval_ms}, max_tokens={args.max_tokens}",
+            flush=True,
+        )
         base_url = f"http://127.0.0.1:{cfg.serve.port}/v1"
-        asyncio.run(main_async(cfg, base_url, args.concurrency, args.rounds, args.max_tokens,
-                               prepare_model_source(cfg.llm)))  # fmt: skip
+        asyncio.run(
+            main_async(cfg, base_url, args.concurrency, args.rounds, args.max_tokens, prepare_model_source(cfg.llm))
+        )
         serve.shutdown()
     finally:
         stop_local(cfg.milvus)

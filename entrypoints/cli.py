@@ -109,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("eval", help="retrieval metrics of a collection on a question set (rag eval --help)")
     config = sub.add_parser("config", help="print the resolved config as YAML")
     serve_config = sub.add_parser("serve-config", help="print the Serve YAML (serve run / serve deploy) for a config")
-    serve_config.add_argument("--target", choices=SERVE_TARGETS, default="local",
-                              help="local: one proxy on serve.host; cluster (KubeRay, ray up): every node, 0.0.0.0")
+    serve_config.add_argument(
+        "--target",
+        choices=SERVE_TARGETS,
+        default="local",
+        help="local: one proxy on serve.host; cluster (KubeRay, ray up): every node, 0.0.0.0",
+    )
     ready = sub.add_parser("ready", help="wait until the endpoint's /readyz answers 200")
     ready.add_argument("--url", default="http://127.0.0.1:8000", help="the Serve endpoint (default: the local one)")
     ready.add_argument("--timeout", type=float, default=600, help="seconds to wait (default: 600)")

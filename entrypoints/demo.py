@@ -4,74 +4,131 @@ and print the streamed answer and its sources. It imports both paths, so it live
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
 
 DEFAULT_QUESTION = "How does the ingest job avoid duplicate chunks when it runs again?"
+DEMO_COLLECTION = "rag_demo"  # not the default rag_chunks, so the demo's chunks never mix with the user's
+
+
+@contextmanager
+def logs_to(path: Path) -> Iterator[IO[str]]:
+    """Everything the process and its children write (Ray, vLLM, transformers, C libraries) goes to ``path``;
+    what the demo itself says goes to the console it yields."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    console = os.fdopen(os.dup(1), "w", buffering=1)
+    saved_err = os.dup(2)
+    with open(path, "w") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield console
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(console.fileno(), 1)
+            os.dup2(saved_err, 2)
+            os.close(saved_err)
 
 
 def run_demo(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="rag demo", description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default="docs", help="folder or URI to ingest (default: the project's docs/)")
     parser.add_argument("--config", default="configs/local.yaml")
+    parser.add_argument("--collection", default=DEMO_COLLECTION, help=f"Milvus collection (default {DEMO_COLLECTION})")
     parser.add_argument("--question", default=DEFAULT_QUESTION)
     parser.add_argument("--search", choices=["dense", "bm25", "hybrid"], default=None)
     parser.add_argument("--keep-serving", action="store_true", help="leave the app running after the answer")
+    parser.add_argument("--log", default=".rag/demo.log", help="where Ray's, vLLM's and the models' logs go")
     args = parser.parse_args(argv)
 
-    from openai import OpenAI
-    from ray import serve
-
-    from ingest_jobs.ingest import run_ingest
-    from entrypoints.cli import wait_ready
     from rag.config import ConfigError, RagConfig
     from rag.milvus_server import ensure_milvus
     from rag.store import MilvusUnavailable
-    from serve_app.app import prepare_app
-    from entrypoints.local_ray import init_local_ray
-    from serve_app.serve_config import APP_NAME
 
     try:
-        cfg = RagConfig.load(args.config, {"corpus": {"path": args.corpus}})
-        ensure_milvus(cfg.milvus)
+        cfg = RagConfig.load(args.config, {"corpus": {"path": args.corpus}, "milvus": {"collection": args.collection}})
+        started_milvus = ensure_milvus(cfg.milvus)
     except (ConfigError, MilvusUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    init_local_ray()
-    print(run_ingest(cfg).format(), flush=True)
+    print(f"demo: logs in {args.log}")
+    with logs_to(Path(args.log)) as console:
+        try:
+            return _demo(cfg, args, console)
+        finally:
+            if started_milvus and not args.keep_serving:
+                from rag.milvus_server import stop_local
 
+                stop_local(cfg.milvus)
+                print(f"demo: stopped the milvus-lite server it started at {cfg.milvus.uri}", file=console)
+            elif not started_milvus:
+                print(
+                    f"demo: the milvus-lite server at {cfg.milvus.uri} keeps running (`rag milvus stop`)", file=console
+                )
+
+
+def _demo(cfg, args: argparse.Namespace, console: IO[str]) -> int:
+    import ray
+    from openai import OpenAI
+    from ray import serve
+
+    from entrypoints.cli import wait_ready
+    from entrypoints.local_ray import init_local_ray
+    from ingest_jobs.ingest import run_ingest
+    from serve_app.app import prepare_app
+    from serve_app.serve_config import APP_NAME
+
+    def say(*parts: str, end: str = "\n") -> None:
+        print(*parts, end=end, file=console, flush=True)
+
+    say(f"demo: ingesting {args.corpus} into collection {cfg.milvus.collection} ...")
+    init_local_ray(log_to_driver=False)
+    say(run_ingest(cfg).format())
+
+    say("demo: starting the Serve app (embedder, retriever, vLLM on CPU with SmolLM2) ...")
     started = time.perf_counter()
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     serve.run(prepare_app(cfg), name=APP_NAME, route_prefix="/")
     if not wait_ready(f"http://{cfg.serve.host}:{cfg.serve.port}", 600, quiet=True):
+        say(f"demo: the app did not become ready; see {args.log}")
         serve.shutdown()
         return 1
     base_url = f"http://{cfg.serve.host}:{cfg.serve.port}/v1"
-    print(f"\nServe app ready at {base_url} in {time.perf_counter() - started:.0f}s\n\nQ: {args.question}\nA: ", end="")
+    say(f"demo: ready at {base_url} in {time.perf_counter() - started:.0f} s\n\nQ: {args.question}\nA: ", end="")
 
-    for http_logger in ("httpx", "httpx2"):  # the openai client's; Ray's driver logging would print each request
-        logging.getLogger(http_logger).setLevel(logging.WARNING)
     client = OpenAI(base_url=base_url, api_key="not-needed-locally")
     sources = []
     extra = {"search": args.search} if args.search else None
     stream = client.chat.completions.create(
-        model=cfg.llm.model_id, messages=[{"role": "user", "content": args.question}], stream=True, temperature=0,
+        model=cfg.llm.model_id,
+        messages=[{"role": "user", "content": args.question}],
+        stream=True,
+        temperature=0,
         extra_body=extra,
     )
     for chunk in stream:
         sources = (chunk.model_extra or {}).get("sources") or sources
         if chunk.choices and chunk.choices[0].delta.content:
-            print(chunk.choices[0].delta.content, end="", flush=True)
-    print("\n\nSources:")
+            say(chunk.choices[0].delta.content, end="")
+    say("\n\nSources:")
     for s in sources:
-        print(f"  [{s['index']}] {s['title']} > {s['heading']}  {s['url']}  (score {s['score']:.3f})")
+        say(f"  [{s['index']}] {s['title']} > {s['heading']}  {s['url']}  (score {s['score']:.3f})")
     if args.keep_serving:
-        print(f"\nServing at {base_url}; Ctrl-C to stop.")
+        say(f"\ndemo: serving at {base_url}; Ctrl-C stops it.")
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
     serve.shutdown()
+    ray.shutdown()
+    say("demo: stopped the Serve app and its local Ray cluster")
     return 0

@@ -21,5 +21,9 @@ def init_local_ray(env_vars: dict[str, str] | None = None, **kwargs: Any):
     when it joins one): on an existing cluster, start Ray with RAY_START_ENV and connect with ``ray.init``."""
     import ray
 
-    return ray.init(address="local", runtime_env={"env_vars": {**(env_vars or {}), **SERVE_ENV}},
-                    _system_config={"worker_niceness": WORKER_NICENESS}, **kwargs)  # fmt: skip
+    return ray.init(
+        address="local",
+        runtime_env={"env_vars": {**(env_vars or {}), **SERVE_ENV}},
+        _system_config={"worker_niceness": WORKER_NICENESS},
+        **kwargs,
+    )

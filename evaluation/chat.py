@@ -30,9 +30,14 @@ def token_f1(prediction: str, reference: str) -> float:
 
 
 def evaluate_chat(
-    base_url: str, questions: list[dict[str, str]], *, model: str = "rag", api_key: str = "unused",
-    max_tokens: int = 128, search: str | None = None,
-) -> dict[str, float]:  # fmt: skip
+    base_url: str,
+    questions: list[dict[str, str]],
+    *,
+    model: str = "rag",
+    api_key: str = "unused",
+    max_tokens: int = 128,
+    search: str | None = None,
+) -> dict[str, float]:
     """Each question through ``/v1/chat/completions`` with the official client; means over the questions.
 
     ``gold_in_sources``: the gold page is among the sources returned; ``gold_cited``: the answer cites it as [n].
@@ -42,14 +47,19 @@ def evaluate_chat(
     rows = []
     for question in questions:
         response = client.chat.completions.create(
-            model=model, messages=[{"role": "user", "content": question["question"]}], max_tokens=max_tokens,
-            temperature=0, extra_body=extra,
-        )  # fmt: skip
+            model=model,
+            messages=[{"role": "user", "content": question["question"]}],
+            max_tokens=max_tokens,
+            temperature=0,
+            extra_body=extra,
+        )
         answer = response.choices[0].message.content or ""
         gold = {s["index"] for s in response.model_extra["sources"] if s["url"] == question["source_url"]}
-        rows.append({
-            "gold_in_sources": float(bool(gold)),
-            "gold_cited": float(bool(gold & {int(n) for n in CITATION.findall(answer)})),
-            "token_f1": token_f1(answer, question.get("answer", "")),
-        })  # fmt: skip
+        rows.append(
+            {
+                "gold_in_sources": float(bool(gold)),
+                "gold_cited": float(bool(gold & {int(n) for n in CITATION.findall(answer)})),
+                "token_f1": token_f1(answer, question.get("answer", "")),
+            }
+        )
     return {name: mean(r[name] for r in rows) for name in CHAT_MEASURES}

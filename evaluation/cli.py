@@ -1,9 +1,9 @@
 """``rag eval``: recall@1/5/10, MRR@10 and nDCG@10 per search mode, side by side, over the real retriever.
 
-    rag eval --questions faq.jsonl                         # a collection already ingested
-    rag eval --questions faq.jsonl --corpus DOCS [--exclude-question]   # ingest DOCS first, then evaluate
-    rag eval --beir ../shared/eval/scifact                 # ingest a BEIR dataset (one document per abstract)
-    rag eval --questions faq.jsonl --chat http://127.0.0.1:8000/v1      # answers through the chat endpoint
+rag eval --questions faq.jsonl                         # a collection already ingested
+rag eval --questions faq.jsonl --corpus DOCS [--exclude-question]   # ingest DOCS first, then evaluate
+rag eval --beir ../shared/eval/scifact                 # ingest a BEIR dataset (one document per abstract)
+rag eval --questions faq.jsonl --chat http://127.0.0.1:8000/v1      # answers through the chat endpoint
 """
 
 from __future__ import annotations
@@ -18,7 +18,14 @@ from typing import Any
 from evaluation.beir import load_beir, write_beir_corpus
 from evaluation.chat import evaluate_chat
 from evaluation.faq import write_corpus_without_questions
-from evaluation.retrieval import SEARCH_MODES, QuestionSet, evaluate_retrieval, format_table, load_questions, question_set
+from evaluation.retrieval import (
+    SEARCH_MODES,
+    QuestionSet,
+    evaluate_retrieval,
+    format_table,
+    load_questions,
+    question_set,
+)
 from ingest_jobs.read import CorpusNotFound
 from rag.config import ConfigError, RagConfig, parse_overrides
 from rag.store import MilvusUnavailable
@@ -46,10 +53,18 @@ def ingest(cfg: RagConfig, *, fresh: bool = False) -> None:
 
 
 def prepare(
-    *, questions_path: str | None = None, beir: str | None = None, split: str = "test", corpus: str | None = None,
-    exclude_question: bool = False, collection: str | None = None, config: str | None = None,
-    overrides: dict[str, Any] | None = None, work_dir: str = WORK_DIR, fresh: bool = False,
-) -> tuple[RagConfig, QuestionSet, list[dict[str, str]]]:  # fmt: skip
+    *,
+    questions_path: str | None = None,
+    beir: str | None = None,
+    split: str = "test",
+    corpus: str | None = None,
+    exclude_question: bool = False,
+    collection: str | None = None,
+    config: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    work_dir: str = WORK_DIR,
+    fresh: bool = False,
+) -> tuple[RagConfig, QuestionSet, list[dict[str, str]]]:
     """The config, the question set and (for --chat) the raw questions; ingests a corpus when given one."""
     overrides = copy.deepcopy(overrides or {})
     milvus = overrides.setdefault("milvus", {})
@@ -66,8 +81,11 @@ def prepare(
         if exclude_question:
             if not corpus:
                 raise ValueError("--exclude-question needs --corpus: the evaluation writes a copy without them")
-            corpus = str(write_corpus_without_questions(corpus, Path(work_dir) / f"{Path(corpus).name}-noq",
-                                                        {r["question"] for r in rows}))  # fmt: skip
+            corpus = str(
+                write_corpus_without_questions(
+                    corpus, Path(work_dir) / f"{Path(corpus).name}-noq", {r["question"] for r in rows}
+                )
+            )
             milvus.setdefault("collection", "eval_noq")
     if collection:
         milvus["collection"] = collection
@@ -86,8 +104,11 @@ def main(argv: list[str]) -> int:
     source.add_argument("--beir", help="a BEIR dataset folder (corpus.jsonl, queries.jsonl, qrels/)")
     parser.add_argument("--split", default="test", help="BEIR qrels split")
     parser.add_argument("--corpus", help="ingest this corpus into the collection first")
-    parser.add_argument("--exclude-question", action="store_true",
-                        help="index the corpus with each FAQ question's heading left out (needs --corpus)")
+    parser.add_argument(
+        "--exclude-question",
+        action="store_true",
+        help="index the corpus with each FAQ question's heading left out (needs --corpus)",
+    )
     parser.add_argument("--fresh", action="store_true", help="drop the collection before ingesting the corpus")
     parser.add_argument("--chat", metavar="BASE_URL", help="also send the questions through this chat endpoint")
     parser.add_argument("--work-dir", default=WORK_DIR, help="where the evaluation writes the corpora it derives")
@@ -101,10 +122,17 @@ def main(argv: list[str]) -> int:
         if args.chat and not args.questions:
             raise ValueError("--chat needs --questions with reference answers")
         cfg, questions, rows = prepare(
-            questions_path=args.questions, beir=args.beir, split=args.split, corpus=args.corpus,
-            exclude_question=args.exclude_question, collection=args.collection, config=args.config,
-            overrides=parse_overrides(args.set), work_dir=args.work_dir, fresh=args.fresh,
-        )  # fmt: skip
+            questions_path=args.questions,
+            beir=args.beir,
+            split=args.split,
+            corpus=args.corpus,
+            exclude_question=args.exclude_question,
+            collection=args.collection,
+            config=args.config,
+            overrides=parse_overrides(args.set),
+            work_dir=args.work_dir,
+            fresh=args.fresh,
+        )
         results = evaluate_retrieval(cfg, questions, tuple(args.modes))
         chat = evaluate_chat(args.chat, rows, model=cfg.llm.model_id) if args.chat else None
     except (ConfigError, CorpusNotFound, MilvusUnavailable, ValueError, FileNotFoundError) as e:

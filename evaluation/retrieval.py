@@ -38,14 +38,20 @@ def load_questions(path: str | Path) -> list[dict[str, str]]:
 
 
 def question_set(rows: list[dict[str, str]], name: str = "questions") -> QuestionSet:
-    return QuestionSet(name, {str(i): r["question"] for i, r in enumerate(rows)},
-                       {str(i): {r["source_url"]} for i, r in enumerate(rows)})  # fmt: skip
+    return QuestionSet(
+        name,
+        {str(i): r["question"] for i, r in enumerate(rows)},
+        {str(i): {r["source_url"]} for i, r in enumerate(rows)},
+    )
 
 
 def evaluate_retrieval(
-    cfg: RagConfig, questions: QuestionSet, modes: tuple[str, ...] = SEARCH_MODES, *,
+    cfg: RagConfig,
+    questions: QuestionSet,
+    modes: tuple[str, ...] = SEARCH_MODES,
+    *,
     variants: Mapping[str, tuple[str, RetrievalConfig]] | None = None,
-) -> dict[str, dict[str, float]]:  # fmt: skip
+) -> dict[str, dict[str, float]]:
     """A row per search mode, then one per labelled (mode, retrieval settings); the queries are embedded once.
     Hybrid goes no deeper than its candidate lists, so the ranking is the one Serve's top_k passages take."""
     retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim, cfg.retrieval)  # ValueError if there is no collection
@@ -55,8 +61,7 @@ def evaluate_retrieval(
 
     def run(r: MilvusRetriever, mode: str) -> dict[str, float]:
         top_k = min(CANDIDATES, r.retrieval.candidates) if mode == "hybrid" else CANDIDATES
-        runs = {i: [s.url for s in r.retrieve(questions.queries[i], vectors[i], mode=mode, top_k=top_k)]
-                for i in ids}  # fmt: skip
+        runs = {i: [s.url for s in r.retrieve(questions.queries[i], vectors[i], mode=mode, top_k=top_k)] for i in ids}
         return score(questions.qrels, runs)
 
     results = {mode: run(retriever, mode) for mode in modes}

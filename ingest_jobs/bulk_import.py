@@ -39,10 +39,13 @@ def stage_client(cfg: MilvusConfig) -> tuple[Minio, str, str]:
     bucket, _, prefix = cfg.bulk_stage_uri.removeprefix("s3://").partition("/")
     endpoint = urlparse(cfg.bulk_s3_endpoint or "https://s3.amazonaws.com")
     client = Minio(
-        endpoint.netloc, access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
-        secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"), session_token=os.environ.get("AWS_SESSION_TOKEN"),
-        secure=endpoint.scheme == "https", region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-    )  # fmt: skip
+        endpoint.netloc,
+        access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
+        secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        session_token=os.environ.get("AWS_SESSION_TOKEN"),
+        secure=endpoint.scheme == "https",
+        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+    )
     return client, bucket, prefix.strip("/")
 
 

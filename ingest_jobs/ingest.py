@@ -132,8 +132,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace, corpus: str | None) -> RagConfig:
     overrides = parse_overrides(args.set)
     for value, section, name in (
-        (corpus, "corpus", "path"), (args.collection, "milvus", "collection"), (args.milvus_uri, "milvus", "uri"),
-    ):  # fmt: skip
+        (corpus, "corpus", "path"),
+        (args.collection, "milvus", "collection"),
+        (args.milvus_uri, "milvus", "uri"),
+    ):
         if value:
             overrides.setdefault(section, {})[name] = value
     return RagConfig.load(args.config, overrides)

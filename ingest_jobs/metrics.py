@@ -22,13 +22,20 @@ class IngestMetrics:
     """``chunks_written`` as batches reach the driver (a live rate); the run's totals from its summary."""
 
     def __init__(self) -> None:
-        self.documents = Counter("rag_ingest_documents", description="Documents by outcome: read, written, "
-                                 "unchanged, skipped (with the reason).", tag_keys=("outcome", "reason"))  # fmt: skip
-        self.chunks = Counter("rag_ingest_chunks", description="Chunks written, deleted as stale and pruned.",
-                              tag_keys=("op",))  # fmt: skip
+        self.documents = Counter(
+            "rag_ingest_documents",
+            description="Documents by outcome: read, written, unchanged, skipped (with the reason).",
+            tag_keys=("outcome", "reason"),
+        )
+        self.chunks = Counter(
+            "rag_ingest_chunks", description="Chunks written, deleted as stale and pruned.", tag_keys=("op",)
+        )
         self.seconds = Counter("rag_ingest_seconds", description="Wall-clock seconds of ingest runs.")
-        self.chunks_per_s = Histogram("rag_ingest_chunks_per_second", description="Chunks written per second, "
-                                      "one observation per run.", boundaries=CHUNKS_PER_S_BOUNDARIES)  # fmt: skip
+        self.chunks_per_s = Histogram(
+            "rag_ingest_chunks_per_second",
+            description="Chunks written per second, one observation per run.",
+            boundaries=CHUNKS_PER_S_BOUNDARIES,
+        )
 
     def chunks_written(self, n: int) -> None:
         if n:

@@ -18,9 +18,25 @@ MARKDOWN_EXTENSIONS = (".md", ".markdown")
 HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
 # Elements after which extracted text breaks a line, so words from neighbouring blocks never run together.
 BLOCK_TAGS = (
-    "p", "div", "section", "article", "main", "li", "ul", "ol", "pre", "blockquote", "table", "tr",
-    "dd", "dt", "dl", "figcaption", "br", "hr",
-)  # fmt: skip
+    "p",
+    "div",
+    "section",
+    "article",
+    "main",
+    "li",
+    "ul",
+    "ol",
+    "pre",
+    "blockquote",
+    "table",
+    "tr",
+    "dd",
+    "dt",
+    "dl",
+    "figcaption",
+    "br",
+    "hr",
+)
 _MARK = "\x00"
 _HEADING_MARK = re.compile(rf"{_MARK}(\d){_MARK}(.*?){_MARK}")
 _BLANK_RUNS = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
@@ -156,9 +172,7 @@ def _parse_markdown(text: str, source: str) -> ParsedDocument:
         path = [part.metadata[k] for k in ("1", "2", "3", "4") if k in part.metadata]
         title = title or part.metadata.get("1", "")
         sections.append(Section(path, _clean(part.page_content)))
-    return ParsedDocument(
-        title=title or PurePosixPath(source).stem, url=source, doc_type="markdown", sections=sections
-    )
+    return ParsedDocument(title=title or PurePosixPath(source).stem, url=source, doc_type="markdown", sections=sections)
 
 
 def _parse_text(text: str, source: str) -> ParsedDocument:

@@ -9,12 +9,12 @@ import numpy as np
 import ray.data
 from ray.data import ActorPoolStrategy
 
+from ingest_jobs.bulk_import import ParquetStager
 from ingest_jobs.chunk import chunk_document, doc_id_of, sha256_hex
 from ingest_jobs.embed import ChunkEmbedder
 from ingest_jobs.parse import ParseSkip, parse_document
 from ingest_jobs.read import Corpus, CorpusFile, ManifestEntry
 from ingest_jobs.rows import CHUNK, ROW_COLUMNS, SKIPPED, UNCHANGED, status_row
-from ingest_jobs.bulk_import import ParquetStager
 from ingest_jobs.write import MilvusWriter
 from rag.config import RagConfig
 from rag.store import DocState
@@ -35,9 +35,13 @@ def is_unchanged(state: DocState | None, doc_hash: str) -> bool:
 
 
 def _rows_for_file(
-    file: CorpusFile, corpus: Corpus, cfg: RagConfig, manifest: dict[str, ManifestEntry],
-    states: dict[str, DocState], salt: str,
-) -> list[dict[str, Any]]:  # fmt: skip
+    file: CorpusFile,
+    corpus: Corpus,
+    cfg: RagConfig,
+    manifest: dict[str, ManifestEntry],
+    states: dict[str, DocState],
+    salt: str,
+) -> list[dict[str, Any]]:
     doc_id = doc_id_of(file.source)
     try:
         data = corpus.read(file)
@@ -69,10 +73,17 @@ def read_parse_chunk(batch: dict[str, np.ndarray], **kwargs: Any) -> dict[str, l
 
 
 def build_pipeline(
-    cfg: RagConfig, corpus: Corpus, files: list[CorpusFile], *, manifest: dict[str, ManifestEntry],
-    states: dict[str, DocState], run_id: str = "",
-) -> ray.data.Dataset:  # fmt: skip
-    ds = ray.data.from_items([asdict(f) for f in files], override_num_blocks=max(1, min(len(files), cfg.corpus.max_parse_tasks)))
+    cfg: RagConfig,
+    corpus: Corpus,
+    files: list[CorpusFile],
+    *,
+    manifest: dict[str, ManifestEntry],
+    states: dict[str, DocState],
+    run_id: str = "",
+) -> ray.data.Dataset:
+    ds = ray.data.from_items(
+        [asdict(f) for f in files], override_num_blocks=max(1, min(len(files), cfg.corpus.max_parse_tasks))
+    )
     ds = ds.map_batches(
         read_parse_chunk,
         batch_size=PARSE_BATCH_SIZE,

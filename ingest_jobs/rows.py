@@ -6,8 +6,18 @@ SKIPPED = "skipped"
 UNCHANGED = "unchanged"
 
 STORED_COLUMNS = (
-    "id", "text", "doc_id", "source", "url", "title", "heading", "doc_type", "chunk_index", "chunk_count", "doc_hash",
-)  # fmt: skip
+    "id",
+    "text",
+    "doc_id",
+    "source",
+    "url",
+    "title",
+    "heading",
+    "doc_type",
+    "chunk_index",
+    "chunk_count",
+    "doc_hash",
+)
 ROW_COLUMNS = (*STORED_COLUMNS, "embed_text", "status", "reason")
 RESULT_COLUMNS = ("id", "doc_id", "source", "status", "reason")
 

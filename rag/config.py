@@ -45,7 +45,9 @@ class CorpusConfig(_Section):
         None, description="S3-compatible endpoint (MinIO, moto, Ceph); credentials come from the AWS_* env vars."
     )
     parse_num_cpus: float = Field(
-        0.25, gt=0, description="CPUs per read/parse/chunk task; parsing is light, and on 2 cores a whole CPU per "
+        0.25,
+        gt=0,
+        description="CPUs per read/parse/chunk task; parsing is light, and on 2 cores a whole CPU per "
         "task would starve the embedding actors.",
     )
     max_parse_tasks: int = Field(64, gt=0, description="Most blocks the file list splits into: parse parallelism.")
@@ -82,7 +84,9 @@ class EmbedderConfig(_Section):
         8, gt=0, description="Texts per forward pass; small batches pad less and run faster on CPU, use 128+ on GPU."
     )
     rows_per_call: int = Field(
-        1024, gt=0, description="Chunks handed to each ingest actor call; encode sorts them by length, so more pads less."
+        1024,
+        gt=0,
+        description="Chunks handed to each ingest actor call; encode sorts them by length, so more pads less.",
     )
     concurrency: int = Field(1, gt=0, description="Embedding actors in the ingest job's pool.")
     num_threads: int | None = Field(
@@ -100,7 +104,9 @@ class MilvusConfig(_Section):
     token: str = Field("", description="Milvus token (user:password), empty for none.")
     collection: str = Field("rag_chunks", description="Collection the ingest job writes and serving reads.")
     local_data_dir: str = Field(".rag/milvus", description="Data folder of the local milvus-lite server.")
-    manage_local: bool = Field(True, description="Start a milvus-lite server when the URI is loopback and none answers.")
+    manage_local: bool = Field(
+        True, description="Start a milvus-lite server when the URI is loopback and none answers."
+    )
     index_type: Literal["AUTOINDEX", "HNSW", "FLAT", "IVF_FLAT"] = Field("FLAT", description="Dense vector index.")
     metric_type: Literal["COSINE", "IP", "L2"] = Field("COSINE", description="Dense similarity metric.")
     hnsw_m: int = Field(16, gt=0, description="HNSW graph degree.")
@@ -118,7 +124,9 @@ class MilvusConfig(_Section):
     bulk_stage_uri: str = Field(
         "", description="bulk_import: s3://<the Milvus bucket>/<prefix> where the job stages its Parquet files."
     )
-    bulk_s3_endpoint: str | None = Field(None, description="bulk_import: S3 endpoint of that bucket (MinIO), if not AWS.")
+    bulk_s3_endpoint: str | None = Field(
+        None, description="bulk_import: S3 endpoint of that bucket (MinIO), if not AWS."
+    )
     bulk_import_url: str = Field("", description="bulk_import: Milvus REST endpoint; default: milvus.uri.")
     bulk_timeout_s: float = Field(3600, gt=0, description="bulk_import: how long to wait for the import job.")
     writer_num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per writer task.")
@@ -151,7 +159,8 @@ class LLMConfig(_Section):
     )
     kv_cache_memory_bytes: int = Field(1 << 30, gt=0, description="Explicit KV cache size (vLLM CPU needs one).")
     max_num_batched_tokens: int | None = Field(
-        None, gt=0,
+        None,
+        gt=0,
         description="Tokens per engine step, vLLM's chunked-prefill budget; unset keeps vLLM's default (2,048 on a "
         "CPU server). Small steps take prompts in arrival order in small pieces, so one that arrives mid-step waits "
         "less.",
@@ -166,7 +175,8 @@ class LLMConfig(_Section):
         None, description="GPU only: Ray's accelerator type the engine needs (e.g. L4, A10G, A100); unset: any GPU."
     )
     stream_batching_interval_ms: int = Field(
-        200, ge=0,
+        200,
+        ge=0,
         description="Token stream batching: at most one message per stream per interval, the first token at once; "
         "0 sends each token as it comes (see README for the trade-off).",
     )
@@ -176,7 +186,9 @@ class LLMConfig(_Section):
         "(cpu_nice, cpu_scheduler_on_worker_cores) and a stream that sends the first token at once. Off on a GPU.",
     )
     cpu_nice: int = Field(
-        19, ge=0, le=19,
+        19,
+        ge=0,
+        le=19,
         description="CPU engine only: run its processes (not the replica's own threads, which stream) this many nice "
         "levels below the replica (at most 19), so retrieval and streaming come first.",
     )
@@ -225,9 +237,10 @@ class DeploymentConfig(_Section):
             options["num_replicas"] = self.min_replicas
         else:
             options["autoscaling_config"] = {
-                "min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+                "min_replicas": self.min_replicas,
+                "max_replicas": self.max_replicas,
                 "target_ongoing_requests": self.target_ongoing_requests,
-            }  # fmt: skip
+            }
         return options
 
 
@@ -255,7 +268,9 @@ class ServeConfig(_Section):
         1, gt=0, description="torch threads of the query embedder on CPU; one keeps it out of the engine's way."
     )
     embed_batch_wait_timeout_s: float = Field(
-        0.002, ge=0, description="Serve dynamic batching: wait to fill a batch (queries that arrive meanwhile join the next)."
+        0.002,
+        ge=0,
+        description="Serve dynamic batching: wait to fill a batch (queries that arrive meanwhile join the next).",
     )
     retrieve_max_batch_size: int = Field(
         32, gt=0, description="Searches the Retriever sends Milvus as one call (concurrent questions share one)."
@@ -274,11 +289,16 @@ class RetrievalConfig(_Section):
         description="Hybrid fusion: 'minmax' scales each list's scores to [0, 1] and adds them with dense_weight "
         "(in the Retriever, over both lists' candidates); 'rrf' is Milvus hybrid_search with RRFRanker(rrf_k).",
     )
-    dense_weight: float = Field(0.6, ge=0, le=1, description="minmax fusion: weight of the dense list (BM25 gets the rest).")
+    dense_weight: float = Field(
+        0.6, ge=0, le=1, description="minmax fusion: weight of the dense list (BM25 gets the rest)."
+    )
     rrf_k: int = Field(60, gt=0, description="rrf fusion: the k in 1 / (k + rank).")
-    candidates: int = Field(50, gt=0, le=1000, description="Passages each list contributes before fusion (at least top_k).")
+    candidates: int = Field(
+        50, gt=0, le=1000, description="Passages each list contributes before fusion (at least top_k)."
+    )
     bm25_stop_words: bool = Field(
-        True, description="Drop Lucene's English stop words from BM25 queries (not from the index): they barely move "
+        True,
+        description="Drop Lucene's English stop words from BM25 queries (not from the index): they barely move "
         "the ranking, and their posting lists are the longest to scan.",
     )
 

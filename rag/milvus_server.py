@@ -62,11 +62,24 @@ def start_local(cfg: MilvusConfig, wait_s: float = 60.0) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     with open(data_dir / "server.log", "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "milvus_lite", "server", "--data-dir", str(data_dir), "--host", host,
-             "--port", str(port)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, process_group=0,
+            [
+                sys.executable,
+                "-m",
+                "milvus_lite",
+                "server",
+                "--data-dir",
+                str(data_dir),
+                "--host",
+                host,
+                "--port",
+                str(port),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            process_group=0,
             env={**os.environ, **SINGLE_THREADED},
-        )  # fmt: skip
+        )
     _pid_file(cfg).write_text(str(proc.pid))
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:

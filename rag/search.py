@@ -97,9 +97,7 @@ def fuse_minmax(dense: list[Source], bm25: list[Source], *, dense_weight: float,
     """
     dense_scores, bm25_scores = _minmax(dense), _minmax(bm25)
     by_id = {s.id: s for s in [*bm25, *dense]}
-    fused = {
-        i: dense_weight * dense_scores.get(i, 0.0) + (1 - dense_weight) * bm25_scores.get(i, 0.0) for i in by_id
-    }
+    fused = {i: dense_weight * dense_scores.get(i, 0.0) + (1 - dense_weight) * bm25_scores.get(i, 0.0) for i in by_id}
     ranked = sorted(fused, key=fused.__getitem__, reverse=True)[:top_k]
     return [by_id[i].model_copy(update={"index": n, "score": fused[i]}) for n, i in enumerate(ranked, start=1)]
 
@@ -124,8 +122,14 @@ class Search:
 class MilvusRetriever:
     """Searches one collection. ``retrieve`` takes both the query text (for BM25) and its vector (for dense)."""
 
-    def __init__(self, cfg: MilvusConfig, dim: int, retrieval: RetrievalConfig | None = None, *,
-                 store: MilvusChunkStore | None = None):  # fmt: skip
+    def __init__(
+        self,
+        cfg: MilvusConfig,
+        dim: int,
+        retrieval: RetrievalConfig | None = None,
+        *,
+        store: MilvusChunkStore | None = None,
+    ):
         self.cfg = cfg
         self.dim = dim
         self.retrieval = retrieval or RetrievalConfig()
@@ -158,9 +162,14 @@ class MilvusRetriever:
         return {"metric_type": self.cfg.metric_type, "params": params}
 
     def retrieve(
-        self, query: str, vector: list[float] | None, *, mode: SearchMode, top_k: int,
+        self,
+        query: str,
+        vector: list[float] | None,
+        *,
+        mode: SearchMode,
+        top_k: int,
         flt: RetrievalFilter | None = None,
-    ) -> list[Source]:  # fmt: skip
+    ) -> list[Source]:
         return answer_or_raise(self.retrieve_many([Search(query, vector, mode, top_k, flt)])[0])
 
     def retrieve_many(self, searches: list[Search]) -> list[list[Source] | Exception]:
@@ -206,8 +215,9 @@ class MilvusRetriever:
                 results[i] = [self._source(n, hit, mode) for n, hit in enumerate(hits, start=1)]
         return results
 
-    def _search_loaded(self, mode: SearchMode, batch: list[Search], limit: int,
-                       expr: str) -> list[list[dict[str, Any]]]:  # fmt: skip
+    def _search_loaded(
+        self, mode: SearchMode, batch: list[Search], limit: int, expr: str
+    ) -> list[list[dict[str, Any]]]:
         """A restarted milvus-lite, or an operator's release, leaves the collection released, and every search
         would fail until this replica restarts: load it again and search once more. A collection that does not
         exist (yet) is the service being unavailable, not the request being wrong."""
@@ -216,8 +226,9 @@ class MilvusRetriever:
         except MilvusException as e:
             if e.code != COLLECTION_NOT_LOADED:
                 if not self.client.has_collection(self.collection):
-                    raise MilvusUnavailable(f"collection {self.collection!r} does not exist at {self.cfg.uri}: "
-                                            "run the ingest job first") from e  # fmt: skip
+                    raise MilvusUnavailable(
+                        f"collection {self.collection!r} does not exist at {self.cfg.uri}: run the ingest job first"
+                    ) from e
                 raise
         self.client.load_collection(self.collection, timeout=self.cfg.timeout_s)  # a stalled load: 503, not a hang
         return self._search(mode, batch, limit, expr)
@@ -228,14 +239,24 @@ class MilvusRetriever:
             queries = [without_stop_words(q) for q in queries]
         if mode == "dense":
             return self.client.search(
-                self.collection, data=vectors, anns_field="vector", limit=limit, filter=expr,
-                output_fields=OUTPUT_FIELDS, search_params=self._dense_params(),
-            )  # fmt: skip
+                self.collection,
+                data=vectors,
+                anns_field="vector",
+                limit=limit,
+                filter=expr,
+                output_fields=OUTPUT_FIELDS,
+                search_params=self._dense_params(),
+            )
         if mode == "bm25":
             return self.client.search(
-                self.collection, data=queries, anns_field="sparse", limit=limit, filter=expr,
-                output_fields=OUTPUT_FIELDS, search_params={"metric_type": "BM25"},
-            )  # fmt: skip
+                self.collection,
+                data=queries,
+                anns_field="sparse",
+                limit=limit,
+                filter=expr,
+                output_fields=OUTPUT_FIELDS,
+                search_params={"metric_type": "BM25"},
+            )
         # rrf in Milvus. It ignores a top-level filter on hybrid_search: the filter must sit in each request.
         candidates = self.retrieval.candidates_for(limit)
         requests = [
@@ -253,6 +274,8 @@ class MilvusRetriever:
         if mode == "bm25":
             score = abs(score)  # milvus-lite returns BM25 as a negated distance; Milvus as a positive score
         return Source(
-            index=index, id=str(hit.get("id", entity.get("id", ""))), score=score,
+            index=index,
+            id=str(hit.get("id", entity.get("id", ""))),
+            score=score,
             **{k: entity.get(k, "") for k in ("url", "title", "heading", "source", "doc_type", "text")},
-        )  # fmt: skip
+        )

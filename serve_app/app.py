@@ -27,8 +27,10 @@ def build_rag_app(cfg: RagConfig, model_source: str | None = None) -> Applicatio
 
     model_source = model_source or cfg.llm.model_source
     llm = build_llm_deployment(
-        LLMConfig(**llm_config_kwargs(cfg.llm, model_source)), name_prefix="LLMServer:", **llm_server_options(cfg.llm),
-    )  # fmt: skip
+        LLMConfig(**llm_config_kwargs(cfg.llm, model_source)),
+        name_prefix="LLMServer:",
+        **llm_server_options(cfg.llm),
+    )
     embedder, retriever = (bind(cls, cfg) for cls in (QueryEmbedder, Retriever))
     return bind(RagIngress, cfg, model_source, embedder, retriever, llm)
 

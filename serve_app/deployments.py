@@ -44,7 +44,9 @@ class QueryEmbedder(_Batching):
 
         torch.set_num_threads(cfg.serve.embed_num_threads)
         device = "cuda" if cfg.serve.embedder.num_gpus > 0 else "cpu"
-        self.embedder = SentenceTransformersEmbedder(cfg.embedder, model=load_sentence_transformer(cfg.embedder, device))
+        self.embedder = SentenceTransformersEmbedder(
+            cfg.embedder, model=load_sentence_transformer(cfg.embedder, device)
+        )
         self._batch(self.embed_one, cfg.serve.embed_max_batch_size, cfg.serve.embed_batch_wait_timeout_s)
         self.metrics = EmbedderMetrics()
 
@@ -75,8 +77,9 @@ class Retriever(_Batching):
         self.recent_batch_sizes.append(len(searches))
         return await asyncio.to_thread(self.retriever.retrieve_many, searches)
 
-    async def retrieve(self, query: str, vector: list[float] | None, mode: SearchMode, top_k: int,
-                       flt: RetrievalFilter | None) -> list[Source]:  # fmt: skip
+    async def retrieve(
+        self, query: str, vector: list[float] | None, mode: SearchMode, top_k: int, flt: RetrievalFilter | None
+    ) -> list[Source]:
         return answer_or_raise(await self.search(Search(query, vector, mode, top_k, flt)))
 
 
@@ -88,8 +91,14 @@ class RagIngress:
     def get_deployment_options(cfg: RagConfig) -> dict[str, Any]:
         return {"name": "RagIngress", **cfg.serve.ingress.deployment_options()}
 
-    def __init__(self, cfg: RagConfig, model_source: str, embedder: DeploymentHandle, retriever: DeploymentHandle,
-                 llm: DeploymentHandle):  # fmt: skip
+    def __init__(
+        self,
+        cfg: RagConfig,
+        model_source: str,
+        embedder: DeploymentHandle,
+        retriever: DeploymentHandle,
+        llm: DeploymentHandle,
+    ):
         from transformers import AutoTokenizer
 
         llm_stream = llm.options(stream=True)  # LLMServer.chat is a generator: without stream=True it raises

@@ -26,8 +26,13 @@ RETRY_AFTER_S = "5"
 # A part of the app that is down, restarting or full: Serve replaces a dead replica (and LLMServer one whose engine
 # died), so the client should come back later, not read a 500. Ray raises a handle call's remote exception as a
 # class that is both RayTaskError and its cause, so EngineDeadError matches through any number of hops.
-UNAVAILABLE_ERRORS = (EngineDeadError, RayActorError, BackPressureError, DeploymentUnavailableError,
-                      ReplicaUnavailableError)  # fmt: skip
+UNAVAILABLE_ERRORS = (
+    EngineDeadError,
+    RayActorError,
+    BackPressureError,
+    DeploymentUnavailableError,
+    ReplicaUnavailableError,
+)
 
 
 def remote_cause(error: Exception) -> Exception:
@@ -38,8 +43,15 @@ def remote_cause(error: Exception) -> Exception:
 class APIError(Exception):
     """An error the client should see, with its HTTP status and OpenAI error type."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-                 code: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ):
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
 

@@ -68,8 +68,16 @@ def _is_engine_error(item: Any) -> bool:
 class RagService:
     """The RAG request logic: validate, retrieve, fit the prompt, stream the engine's answer with sources."""
 
-    def __init__(self, cfg: RagConfig, *, embed: EmbedFn, retrieve: RetrieveFn, generate: GenerateFn,
-                 prompt: PromptBuilder, metrics: ServingMetrics | None = None):  # fmt: skip
+    def __init__(
+        self,
+        cfg: RagConfig,
+        *,
+        embed: EmbedFn,
+        retrieve: RetrieveFn,
+        generate: GenerateFn,
+        prompt: PromptBuilder,
+        metrics: ServingMetrics | None = None,
+    ):
         self.cfg = cfg
         self.embed = embed
         self.retrieve_fn = retrieve
@@ -80,8 +88,13 @@ class RagService:
     # ---- validation -------------------------------------------------------------------------------------
     def _check_model(self, model: Any) -> None:
         if model is not None and model != self.cfg.llm.model_id:
-            raise APIError(404, f"The model `{model}` does not exist; this server serves `{self.cfg.llm.model_id}`.",
-                           type="NotFoundError", param="model", code="model_not_found")  # fmt: skip
+            raise APIError(
+                404,
+                f"The model `{model}` does not exist; this server serves `{self.cfg.llm.model_id}`.",
+                type="NotFoundError",
+                param="model",
+                code="model_not_found",
+            )
 
     def parse_chat(self, body: Any) -> tuple[ChatCompletionRequest, RetrievalOptions, list[dict[str, Any]], str]:
         """The engine request, our retrieval extras, the conversation and the query (the last user turn)."""
@@ -103,8 +116,10 @@ class RagService:
             elif role in CONVERSATION_ROLES:
                 conversation.append({"role": role, "content": _text_of(message.get("content"))})
             else:
-                raise bad_request(f"messages[{i}].role must be one of system, user, assistant; got {role!r}",
-                                  param=f"messages.{i}.role")  # fmt: skip
+                raise bad_request(
+                    f"messages[{i}].role must be one of system, user, assistant; got {role!r}",
+                    param=f"messages.{i}.role",
+                )
         if not conversation or conversation[-1]["role"] != "user":
             raise bad_request("the last message must come from the user", param="messages")
         query = conversation[-1]["content"].strip()
@@ -129,8 +144,11 @@ class RagService:
     async def retrieve(self, body: Any) -> dict[str, Any]:
         request = validated(RetrieveRequest, body)
         sources = await self.sources_for(request.query, request)
-        return {"object": "list", "search": request.search or self.cfg.serve.search,
-                "data": [s.model_dump() for s in sources]}  # fmt: skip
+        return {
+            "object": "list",
+            "search": request.search or self.cfg.serve.search,
+            "data": [s.model_dump() for s in sources],
+        }
 
     async def embeddings(self, body: Any) -> dict[str, Any]:
         request = validated(EmbeddingsRequest, body)
@@ -138,8 +156,9 @@ class RagService:
         if not texts or not all(isinstance(t, str) and t for t in texts):
             raise bad_request("input must be a non-empty string or list of non-empty strings", param="input")
         if len(texts) > MAX_EMBEDDING_INPUTS:
-            raise bad_request(f"input holds {len(texts)} texts; at most {MAX_EMBEDDING_INPUTS} per request",
-                              param="input")  # fmt: skip
+            raise bad_request(
+                f"input holds {len(texts)} texts; at most {MAX_EMBEDDING_INPUTS} per request", param="input"
+            )
         vectors = await self.embed(texts)
         return {
             "object": "list",
@@ -149,10 +168,18 @@ class RagService:
         }
 
     def models(self) -> dict[str, Any]:
-        return {"object": "list", "data": [
-            {"id": self.cfg.llm.model_id, "object": "model", "created": 0, "owned_by": "rag",
-             "max_model_len": self.cfg.llm.max_model_len},
-        ]}  # fmt: skip
+        return {
+            "object": "list",
+            "data": [
+                {
+                    "id": self.cfg.llm.model_id,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "rag",
+                    "max_model_len": self.cfg.llm.max_model_len,
+                },
+            ],
+        }
 
     # ---- chat -------------------------------------------------------------------------------------------
     async def chat(self, body: Any) -> dict[str, Any] | AsyncIterator[str]:
@@ -164,8 +191,11 @@ class RagService:
         if max_tokens < 1:
             raise bad_request(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
         if max_tokens >= self.cfg.llm.max_model_len:
-            raise bad_request(f"max_tokens must be below the context of {self.cfg.llm.max_model_len}",
-                              param="max_tokens", code="context_length_exceeded")  # fmt: skip
+            raise bad_request(
+                f"max_tokens must be below the context of {self.cfg.llm.max_model_len}",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
         used = self.prompt.check(conversation, max_tokens=max_tokens)  # a too-long conversation fails before retrieval
         sources = await self.sources_for(query, options)
         messages, sources = self.prompt.build(conversation, sources, max_tokens=max_tokens, used=used)
@@ -190,8 +220,9 @@ class RagService:
         self.metrics.first_token(time.perf_counter() - arrived)
         return self._stream_with_sources(first, stream, source_dicts, client_wants_usage)
 
-    async def _stream_with_sources(self, first: list[Any], stream: AsyncIterator[Any], sources: list[dict[str, Any]],
-                                   client_wants_usage: bool) -> AsyncIterator[str]:  # fmt: skip
+    async def _stream_with_sources(
+        self, first: list[Any], stream: AsyncIterator[Any], sources: list[dict[str, Any]], client_wants_usage: bool
+    ) -> AsyncIterator[str]:
         pending_sources = True
 
         def events(items: list[Any]) -> list[str]:
@@ -205,14 +236,14 @@ class RagService:
                     continue
                 # Answer text is JSON-escaped, so only a usage object matches; vLLM writes compact JSON.
                 if '"usage":{' in item or '"usage": {' in item:
-                    event = json.loads(item[len("data: "):])
+                    event = json.loads(item[len("data: ") :])
                     if not event.get("choices"):  # the final usage event, not continuous usage stats
                         usage = event["usage"]
                         self.metrics.usage(usage["prompt_tokens"], usage.get("completion_tokens") or 0)
                         if not client_wants_usage:
                             continue
                 if pending_sources and item.startswith("data: {"):
-                    event = json.loads(item[len("data: "):])
+                    event = json.loads(item[len("data: ") :])
                     event["sources"] = sources
                     item = f"data: {json.dumps(event)}\n\n"
                     pending_sources = False
@@ -255,8 +286,12 @@ class RagService:
             return embedded, searched
 
         def generate() -> Awaitable[Any]:
-            request = ChatCompletionRequest(model=self.cfg.llm.model_id, max_tokens=1, stream=False,
-                                            messages=[{"role": "user", "content": READY_QUESTION}])  # fmt: skip
+            request = ChatCompletionRequest(
+                model=self.cfg.llm.model_id,
+                max_tokens=1,
+                stream=False,
+                messages=[{"role": "user", "content": READY_QUESTION}],
+            )
             return anext(self.generate(request))
 
         (embedder, milvus), (engine, _) = await asyncio.gather(embed_then_search(), probe(generate))

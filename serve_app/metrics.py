@@ -15,18 +15,31 @@ class ServingMetrics:
     """What the ingress sees of each request; the query embedder records its batch sizes."""
 
     def __init__(self) -> None:
-        self.requests = Counter("rag_requests", description="HTTP requests by route and status.",
-                                tag_keys=("route", "status"))  # fmt: skip
-        self.errors = Counter("rag_errors", description="Error responses and error events by OpenAI error type.",
-                              tag_keys=("kind",))  # fmt: skip
-        self.retrieval_ms = Histogram("rag_retrieval_latency_ms", description="Query embedding plus search, by "
-                                      "search mode.", boundaries=LATENCY_MS_BOUNDARIES, tag_keys=("mode",))  # fmt: skip
-        self.prompt_tokens = Histogram("rag_prompt_tokens", description="Tokens of each prompt sent to the engine.",
-                                       boundaries=TOKEN_BOUNDARIES)  # fmt: skip
-        self.passages = Histogram("rag_passages_returned", description="Passages in each answer's prompt and sources.",
-                                  boundaries=COUNT_BOUNDARIES)  # fmt: skip
-        self.ttft_ms = Histogram("rag_time_to_first_token_ms", description="Streamed chats: from arrival at the "
-                                 "ingress to the engine's first tokens reaching it.", boundaries=LATENCY_MS_BOUNDARIES)  # fmt: skip
+        self.requests = Counter(
+            "rag_requests", description="HTTP requests by route and status.", tag_keys=("route", "status")
+        )
+        self.errors = Counter(
+            "rag_errors", description="Error responses and error events by OpenAI error type.", tag_keys=("kind",)
+        )
+        self.retrieval_ms = Histogram(
+            "rag_retrieval_latency_ms",
+            description="Query embedding plus search, by search mode.",
+            boundaries=LATENCY_MS_BOUNDARIES,
+            tag_keys=("mode",),
+        )
+        self.prompt_tokens = Histogram(
+            "rag_prompt_tokens", description="Tokens of each prompt sent to the engine.", boundaries=TOKEN_BOUNDARIES
+        )
+        self.passages = Histogram(
+            "rag_passages_returned",
+            description="Passages in each answer's prompt and sources.",
+            boundaries=COUNT_BOUNDARIES,
+        )
+        self.ttft_ms = Histogram(
+            "rag_time_to_first_token_ms",
+            description="Streamed chats: from arrival at the ingress to the engine's first tokens reaching it.",
+            boundaries=LATENCY_MS_BOUNDARIES,
+        )
         self.output_tokens = Counter("rag_output_tokens", description="Answer tokens the engine generated for chats.")
 
     def request(self, route: str, status: int) -> None:
@@ -53,5 +66,8 @@ class ServingMetrics:
 
 class EmbedderMetrics:
     def __init__(self) -> None:
-        self.batch_size = Histogram("rag_query_embed_batch_size", description="Queries per embedder forward pass "
-                                    "(Serve's dynamic batching).", boundaries=COUNT_BOUNDARIES)  # fmt: skip
+        self.batch_size = Histogram(
+            "rag_query_embed_batch_size",
+            description="Queries per embedder forward pass (Serve's dynamic batching).",
+            boundaries=COUNT_BOUNDARIES,
+        )

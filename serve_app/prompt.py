@@ -18,9 +18,9 @@ class Tokenizer(Protocol):
     def encode(self, text: str, **kwargs: Any) -> list[int]: ...
 
 
-
 class ContextTooLong(ValueError):
     """The conversation leaves no room for the answer; errors.py answers it as OpenAI's context_length_exceeded."""
+
 
 def passage_block(source: Source) -> str:
     where = " > ".join(p for p in (source.title, source.heading) if p)
@@ -35,8 +35,9 @@ class PromptBuilder:
         self.max_model_len = max_model_len
 
     def count(self, messages: list[dict[str, Any]]) -> int:
-        return len(self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True,
-                                                      return_dict=False))  # fmt: skip
+        return len(
+            self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True, return_dict=False)
+        )
 
     def check(self, conversation: list[dict[str, Any]], *, max_tokens: int) -> int:
         """Tokens of our instructions and the conversation; ContextTooLong (a 400) when they leave no room for
@@ -44,8 +45,10 @@ class PromptBuilder:
         budget = self.max_model_len - max_tokens
         used = self.count([{"role": "system", "content": INSTRUCTIONS}, *conversation])
         if used > budget:
-            raise ContextTooLong(f"the conversation is {used} tokens; with max_tokens={max_tokens} it exceeds the "
-                                 f"model's context of {self.max_model_len} tokens")  # fmt: skip
+            raise ContextTooLong(
+                f"the conversation is {used} tokens; with max_tokens={max_tokens} it exceeds the "
+                f"model's context of {self.max_model_len} tokens"
+            )
         return used
 
     def build(

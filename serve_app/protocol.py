@@ -13,8 +13,9 @@ from vllm.v1.engine.exceptions import EngineDeadError
 from rag.search import RetrievalFilter, SearchMode, Source
 
 # vLLM's StreamOptions, found through the request's own field rather than the module it lives in this release.
-StreamOptions = next(t for t in get_args(ChatCompletionRequest.model_fields["stream_options"].annotation)
-                     if t is not type(None))  # fmt: skip
+StreamOptions = next(
+    t for t in get_args(ChatCompletionRequest.model_fields["stream_options"].annotation) if t is not type(None)
+)
 
 __all__ = [
     "ChatCompletionRequest",

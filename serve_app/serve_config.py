@@ -22,6 +22,8 @@ IMPORT_PATH = "serve_app.app:build_app"
 # drivers pass it as the job's runtime_env (Serve's controller, proxy and replicas all inherit it, the driver
 # keeps its own); `make serve` and a cluster set it in the environment Ray starts in.
 SERVE_ENV = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+
+
 class AppArgs(BaseModel):
     """The ``args:`` of the Serve YAML: a config file plus overrides, fed to the one config model."""
 
@@ -39,11 +41,15 @@ def serve_config(cfg: RagConfig, config_file: str, target: ServeTarget = "local"
     return {
         "proxy_location": "EveryNode" if cluster else "HeadOnly",
         "http_options": {"host": "0.0.0.0" if cluster else cfg.serve.host, "port": cfg.serve.port},
-        "applications": [{
-            "name": APP_NAME, "route_prefix": "/", "import_path": IMPORT_PATH,
-            "args": AppArgs(config_file=config_file).model_dump(exclude_defaults=True),
-        }],
-    }  # fmt: skip
+        "applications": [
+            {
+                "name": APP_NAME,
+                "route_prefix": "/",
+                "import_path": IMPORT_PATH,
+                "args": AppArgs(config_file=config_file).model_dump(exclude_defaults=True),
+            }
+        ],
+    }
 
 
 def serve_config_yaml(cfg: RagConfig, config_file: str, target: ServeTarget = "local") -> str:

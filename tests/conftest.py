@@ -14,9 +14,9 @@ from typing import TypeVar
 
 import pytest
 
+from entrypoints.local_ray import init_local_ray
 from rag.config import MilvusConfig
 from rag.milvus_server import start_local, stop_local
-from entrypoints.local_ray import init_local_ray
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -58,8 +58,13 @@ def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout_s: float
     raise RuntimeError(f"{what} did not open port {port} in {timeout_s}s")
 
 
-def answer_eventually(call: Callable[[], T], failures: type[Exception] | tuple[type[Exception], ...],
-                      allowed: Callable[[Exception], bool], timeout_s: float, pause_s: float = 1.0) -> T:
+def answer_eventually(
+    call: Callable[[], T],
+    failures: type[Exception] | tuple[type[Exception], ...],
+    allowed: Callable[[Exception], bool],
+    timeout_s: float,
+    pause_s: float = 1.0,
+) -> T:
     """Calls until ``call`` answers, while a part comes back; meanwhile only ``allowed`` failures, up to a deadline."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -107,8 +112,9 @@ def s3_endpoint(tmp_path_factory) -> str:
     port = free_port()
     proc = subprocess.Popen(
         [shutil.which("moto_server") or "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_port(port, proc, "moto_server")
     os.environ.update(S3_ENV)
     yield f"http://127.0.0.1:{port}"
@@ -127,8 +133,9 @@ def copy_pages(dest: Path, pages: list[str]) -> Path:
 
     dest.mkdir(parents=True, exist_ok=True)
     wanted = set(pages)
-    manifest = [line for line in (MILVUS_DOCS / "manifest.jsonl").read_text().splitlines()
-                if json.loads(line)["path"] in wanted]  # fmt: skip
+    manifest = [
+        line for line in (MILVUS_DOCS / "manifest.jsonl").read_text().splitlines() if json.loads(line)["path"] in wanted
+    ]
     for page in pages:
         (dest / page).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(MILVUS_DOCS / page, dest / page)

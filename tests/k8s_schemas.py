@@ -89,7 +89,7 @@ def _close(node: Any) -> None:
             _close(node[key])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _raw_schema(group_plural: str) -> dict:
     with open(SCHEMA_DIR / f"{group_plural}.json", encoding="utf-8") as f:
         return json.load(f)
@@ -108,7 +108,7 @@ def load_schema(group_plural: str) -> dict:
     return schema
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _validator(group_plural: str) -> jsonschema.Draft7Validator:
     schema = load_schema(group_plural)
     jsonschema.Draft7Validator.check_schema(schema)

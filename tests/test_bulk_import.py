@@ -76,16 +76,24 @@ def fake_import(milvus_uri, s3_endpoint):
 
 
 def bulk_cfg(corpus, milvus_uri: str, collection: str, s3_endpoint: str, endpoint: FakeImportEndpoint) -> RagConfig:
-    return RagConfig.load(overrides={
-        "corpus": {"path": str(corpus)},
-        "milvus": {"uri": milvus_uri, "collection": collection, "sink": "bulk_import",
-                   "bulk_stage_uri": f"s3://{BUCKET}/stage", "bulk_s3_endpoint": s3_endpoint,
-                   "bulk_import_url": endpoint.url},
-    })  # fmt: skip
+    return RagConfig.load(
+        overrides={
+            "corpus": {"path": str(corpus)},
+            "milvus": {
+                "uri": milvus_uri,
+                "collection": collection,
+                "sink": "bulk_import",
+                "bulk_stage_uri": f"s3://{BUCKET}/stage",
+                "bulk_s3_endpoint": s3_endpoint,
+                "bulk_import_url": endpoint.url,
+            },
+        }
+    )
 
 
-def test_bulk_import_stages_imports_and_never_duplicates(ray_cluster, milvus_uri, s3_endpoint, collection,
-                                                        fake_import, tmp_path):  # fmt: skip
+def test_bulk_import_stages_imports_and_never_duplicates(
+    ray_cluster, milvus_uri, s3_endpoint, collection, fake_import, tmp_path
+):
     corpus = copy_pages(tmp_path / "corpus", PAGES)
     cfg = bulk_cfg(corpus, milvus_uri, collection, s3_endpoint, fake_import)
     store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)

@@ -22,14 +22,16 @@ def test_chunks_respect_size_and_overlap_and_carry_metadata():
 
 
 def test_chunks_never_straddle_sections():
-    rows = chunk_document(doc(Section(["A"], "alpha text"), Section(["B"], "beta text")), source="d",
-                          doc_hash="h", cfg=ChunkConfig())  # fmt: skip
+    rows = chunk_document(
+        doc(Section(["A"], "alpha text"), Section(["B"], "beta text")), source="d", doc_hash="h", cfg=ChunkConfig()
+    )
     assert [(r["heading"], r["text"]) for r in rows] == [("A", "alpha text"), ("B", "beta text")]
 
 
 def test_configurable_size():
-    rows = chunk_document(doc(Section([], LONG)), source="d", doc_hash="h",
-                          cfg=ChunkConfig(chunk_size=200, chunk_overlap=0))  # fmt: skip
+    rows = chunk_document(
+        doc(Section([], LONG)), source="d", doc_hash="h", cfg=ChunkConfig(chunk_size=200, chunk_overlap=0)
+    )
     assert all(len(r["text"]) <= 200 for r in rows) and len(rows) > 10
 
 

@@ -38,8 +38,12 @@ class RayCluster:
     def __init__(self, tmp: Path):
         self.token = secrets.token_hex(32)
         # What KubeRay puts in every pod with authOptions.mode token; clients need the same two variables.
-        self.env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token,
-                    "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
+        self.env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN": self.token,
+            "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        }
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
         self.metrics_ports: list[int] = []
@@ -52,16 +56,30 @@ class RayCluster:
         metrics = free_port()
         self.metrics_ports.append(metrics)
         log = open(self.logs / f"node{len(self.nodes)}.log", "w")
-        self.nodes.append(subprocess.Popen(
-            [str(BIN / "ray"), "start", "--block", "--disable-usage-stats", f"--metrics-export-port={metrics}",
-             f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-             f"--runtime-env-agent-port={free_port()}", *args],
-            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,  # cwd: the image's WORKDIR on a cluster
-        ))  # fmt: skip
+        self.nodes.append(
+            subprocess.Popen(
+                [
+                    str(BIN / "ray"),
+                    "start",
+                    "--block",
+                    "--disable-usage-stats",
+                    f"--metrics-export-port={metrics}",
+                    f"--dashboard-agent-listen-port={free_port()}",
+                    f"--dashboard-agent-grpc-port={free_port()}",
+                    f"--runtime-env-agent-port={free_port()}",
+                    *args,
+                ],
+                cwd=REPO,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,  # cwd: the image's WORKDIR on a cluster
+            )
+        )
 
     def cli(self, *argv: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([str(BIN / argv[0]), *argv[1:]], cwd=REPO, env=self.env, capture_output=True,
-                                text=True, timeout=timeout)  # fmt: skip
+        result = subprocess.run(
+            [str(BIN / argv[0]), *argv[1:]], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=timeout
+        )
         assert not check or result.returncode == 0, f"{argv}: {result.stdout[-3000:]}\n{result.stderr[-3000:]}"
         return result
 
@@ -101,9 +119,15 @@ def cluster(tmp_path_factory) -> Iterator[RayCluster]:
     2-core machine a raylet can miss its 30 s start-up deadline, and then that node is started again."""
     c = RayCluster(tmp_path_factory.mktemp("raycluster"))
     try:
-        c.start_node("--head", f"--port={c.gcs_port}", "--num-cpus=0", "--include-dashboard=true",
-                     "--dashboard-host=127.0.0.1", f"--dashboard-port={c.dashboard_port}",
-                     f"--ray-client-server-port={free_port()}")  # fmt: skip
+        c.start_node(
+            "--head",
+            f"--port={c.gcs_port}",
+            "--num-cpus=0",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={c.dashboard_port}",
+            f"--ray-client-server-port={free_port()}",
+        )
         c.wait_for_nodes(1)
         for n in (2, 3):
             c.start_node(f"--address=127.0.0.1:{c.gcs_port}", "--num-cpus=2")
@@ -130,15 +154,25 @@ def manifest(name: str, kind: str) -> dict:
 
 def swapped(argv: list[str], flag: str, value: str) -> list[str]:
     i = argv.index(flag)
-    return [*argv[: i + 1], value, *argv[i + 2:]]
+    return [*argv[: i + 1], value, *argv[i + 2 :]]
 
 
 def scrape(cluster: RayCluster) -> dict[tuple[str, frozenset], float]:
     """Every node's Prometheus endpoint, summed per series (name and labels other than the node's own)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    per_node = {"NodeAddress", "SessionName", "WorkerId", "Version", "Component", "replica", "instance",
-                "otel_scope_name", "otel_scope_schema_url", "otel_scope_version"}  # fmt: skip
+    per_node = {
+        "NodeAddress",
+        "SessionName",
+        "WorkerId",
+        "Version",
+        "Component",
+        "replica",
+        "instance",
+        "otel_scope_name",
+        "otel_scope_schema_url",
+        "otel_scope_version",
+    }
     totals: dict[tuple[str, frozenset], float] = {}
     for port in cluster.metrics_ports:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
@@ -175,12 +209,18 @@ def ingested(cluster, local_config, tmp_path_factory) -> dict:
     argv = shlex.split(manifest("rayjob-ingest.yaml", "RayJob")["spec"]["entrypoint"])
     argv = swapped(swapped(argv, "--config", str(local_config)), "--corpus", str(corpus))
     job_id = f"rag-ingest-{secrets.token_hex(4)}"
-    submitted = cluster.cli("ray", "job", "submit", "--address", cluster.dashboard, "--submission-id", job_id,
-                            "--", *argv, timeout=600)  # fmt: skip
+    submitted = cluster.cli(
+        "ray", "job", "submit", "--address", cluster.dashboard, "--submission-id", job_id, "--", *argv, timeout=600
+    )
     logs = cluster.cli("ray", "job", "logs", job_id, "--address", cluster.dashboard).stdout
     summary = next(line for line in logs.splitlines() if line.startswith("chunks written:"))
-    return {"job_id": job_id, "logs": logs, "submit_output": submitted.stdout,
-            "chunks": int(summary.split()[2]), "documents": len(PAGES)}  # fmt: skip
+    return {
+        "job_id": job_id,
+        "logs": logs,
+        "submit_output": submitted.stdout,
+        "chunks": int(summary.split()[2]),
+        "documents": len(PAGES),
+    }
 
 
 def test_the_rayjob_entrypoint_writes_the_collection(ingested, local_config):
@@ -223,21 +263,41 @@ def test_readiness_is_503_until_a_chat_can_succeed_then_200(deployed):
     assert not_ready, statuses[:10]  # the ingress answered while a part (the engine) could not yet
     assert "engine" in not_ready[0] and json.loads(not_ready[0])["error"]["type"] == "service_unavailable"
     assert statuses[-1][0] == 200 and json.loads(statuses[-1][1])["parts"] == {
-        "embedder": "ok", "milvus": "ok", "engine": "ok"}  # fmt: skip
+        "embedder": "ok",
+        "milvus": "ok",
+        "engine": "ok",
+    }
 
 
 def test_serve_deploy_answers_a_streamed_chat_with_sources_from_replicas_on_several_nodes(cluster, deployed):
     client = OpenAI(base_url=f"http://127.0.0.1:{SERVE_PORT}/v1", api_key="unused", max_retries=0, timeout=120)
     sources, text = None, ""
-    for chunk in client.chat.completions.create(model="rag", stream=True, temperature=0, messages=[
-            {"role": "user", "content": "How does role-based access control work?"}]):  # fmt: skip
+    for chunk in client.chat.completions.create(
+        model="rag",
+        stream=True,
+        temperature=0,
+        messages=[{"role": "user", "content": "How does role-based access control work?"}],
+    ):
         sources = (chunk.model_extra or {}).get("sources") or sources
         if chunk.choices and chunk.choices[0].delta.content:
             text += chunk.choices[0].delta.content
     assert text.strip() and sources and any("rbac" in s["url"] for s in sources)
 
-    actors = json.loads(cluster.cli("ray", "list", "actors", "--format", "json", "--limit", "1000",
-                                    "--filter", "state=ALIVE", "--address", cluster.dashboard).stdout)  # fmt: skip
+    actors = json.loads(
+        cluster.cli(
+            "ray",
+            "list",
+            "actors",
+            "--format",
+            "json",
+            "--limit",
+            "1000",
+            "--filter",
+            "state=ALIVE",
+            "--address",
+            cluster.dashboard,
+        ).stdout
+    )
     replicas = [a for a in actors if a["class_name"].startswith("ServeReplica:rag:")]
     deployments = {a["class_name"].split(":")[2] for a in replicas}
     assert {"RagIngress", "QueryEmbedder", "Retriever", "LLMServer"} <= {d.split(":")[0] for d in deployments}
@@ -254,8 +314,9 @@ def test_the_rag_metrics_count_the_traffic(cluster, ingested, deployed):
     question = [{"role": "user", "content": "What does the chunk cache do?"}]
     completion_tokens = 0
     for _ in range(2):  # streamed, with the usage event asked for, to know the engine's count
-        for chunk in client.chat.completions.create(model="rag", messages=question, stream=True, temperature=0,
-                                                    stream_options={"include_usage": True}):  # fmt: skip
+        for chunk in client.chat.completions.create(
+            model="rag", messages=question, stream=True, temperature=0, stream_options={"include_usage": True}
+        ):
             completion_tokens += chunk.usage.completion_tokens if chunk.usage else 0
     answer = client.chat.completions.create(model="rag", messages=question, temperature=0)
     completion_tokens += answer.usage.completion_tokens

@@ -81,8 +81,10 @@ def test_deployment_options_fixed_or_autoscaled():
 
     fixed = DeploymentConfig(min_replicas=2, max_replicas=2, max_ongoing_requests=8, num_cpus=0.5, num_gpus=0.25)
     assert fixed.deployment_options() == {
-        "max_ongoing_requests": 8, "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 0.25}, "num_replicas": 2,
-    }  # fmt: skip
+        "max_ongoing_requests": 8,
+        "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 0.25},
+        "num_replicas": 2,
+    }
     scaled = DeploymentConfig(min_replicas=1, max_replicas=4, target_ongoing_requests=16).deployment_options()
     assert "num_replicas" not in scaled
     assert scaled["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16}

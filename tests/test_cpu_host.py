@@ -60,7 +60,9 @@ def test_the_llm_server_methods_the_tuning_overrides_still_exist():
     from ray.serve.llm import LLMServer
 
     for name in ("_batch_output_stream", "_get_batch_interval_ms"):
-        assert callable(getattr(LLMServer, name, None)), f"ray.serve.llm.LLMServer.{name} is gone: see serve_app/cpu_host.py"
+        assert callable(getattr(LLMServer, name, None)), (
+            f"ray.serve.llm.LLMServer.{name} is gone: see serve_app/cpu_host.py"
+        )
     assert list(inspect.signature(LLMServer._batch_output_stream).parameters) == ["self", "generator"]
     assert CpuHostLLMServer._batch_output_stream is not LLMServer._batch_output_stream
 
@@ -68,4 +70,6 @@ def test_the_llm_server_methods_the_tuning_overrides_still_exist():
 def test_the_tuning_is_for_the_cpu_engine_only():
     with pytest.raises(ConfigError, match="cpu_host_tuning is for the CPU engine"):
         RagConfig.load(None, {"llm": {"accelerator": "gpu", "num_gpus": 1}})
-    assert not RagConfig.load(None, {"llm": {"accelerator": "gpu", "num_gpus": 1, "cpu_host_tuning": False}}).llm.cpu_host_tuning
+    assert not RagConfig.load(
+        None, {"llm": {"accelerator": "gpu", "num_gpus": 1, "cpu_host_tuning": False}}
+    ).llm.cpu_host_tuning

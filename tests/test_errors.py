@@ -13,11 +13,14 @@ def _raised_through_a_handle(cause: Exception) -> Exception:
     return RayTaskError("chat", "Traceback ...", cause).as_instanceof_cause()
 
 
-@pytest.mark.parametrize(("error", "names"), [
-    (_raised_through_a_handle(EngineDeadError("engine core died")), "the LLM engine"),
-    (ActorDiedError(), "a part of the service"),
-    (BackPressureError(num_queued_requests=10, max_queued_requests=10), "a part of the service"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("error", "names"),
+    [
+        (_raised_through_a_handle(EngineDeadError("engine core died")), "the LLM engine"),
+        (ActorDiedError(), "a part of the service"),
+        (BackPressureError(num_queued_requests=10, max_queued_requests=10), "a part of the service"),
+    ],
+)
 def test_a_part_that_is_down_is_a_503(error, names):
     for api_error in (from_unavailable(error), from_stream_failure(error)):
         assert api_error.status == 503 and api_error.type == "service_unavailable"

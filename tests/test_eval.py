@@ -2,12 +2,10 @@
 
 import json
 
-import pytest
-
+from entrypoints.cli import main as rag_main
 from evaluation.faq import extract_faq
 from evaluation.retrieval import evaluate_retrieval, format_table, question_set
 from ingest_jobs.ingest import run_ingest
-from entrypoints.cli import main as rag_main
 from rag.config import RagConfig
 from tests.conftest import MILVUS_DOCS, copy_pages
 
@@ -16,11 +14,15 @@ PAGES = ["faq/performance_faq.html", "faq/operational_faq.html", "adminGuide/rba
 
 def test_retrieval_eval_on_faq_questions(ray_cluster, milvus_uri, collection, tmp_path, capsys):
     corpus = copy_pages(tmp_path / "corpus", PAGES)
-    cfg = RagConfig.load(overrides={"corpus": {"path": str(corpus)},
-                                    "milvus": {"uri": milvus_uri, "collection": collection}})  # fmt: skip
+    cfg = RagConfig.load(
+        overrides={"corpus": {"path": str(corpus)}, "milvus": {"uri": milvus_uri, "collection": collection}}
+    )
     run_ingest(cfg)
-    questions = [q for q in extract_faq(MILVUS_DOCS) if "performance_faq" in q["source_url"]
-                 or "operational_faq" in q["source_url"]]  # fmt: skip
+    questions = [
+        q
+        for q in extract_faq(MILVUS_DOCS)
+        if "performance_faq" in q["source_url"] or "operational_faq" in q["source_url"]
+    ]
     results = evaluate_retrieval(cfg, question_set(questions))
     assert set(results) == {"dense", "bm25", "hybrid"}
     for mode, row in results.items():
@@ -30,26 +32,56 @@ def test_retrieval_eval_on_faq_questions(ray_cluster, milvus_uri, collection, tm
 
     path = tmp_path / "q.jsonl"
     path.write_text("\n".join(json.dumps(q) for q in questions[:5]))
-    assert rag_main(["eval", "--questions", str(path), "--collection", collection, "--modes", "bm25",
-                     "--set", f"milvus.uri={milvus_uri}"]) == 0  # fmt: skip
+    assert (
+        rag_main(
+            [
+                "eval",
+                "--questions",
+                str(path),
+                "--collection",
+                collection,
+                "--modes",
+                "bm25",
+                "--set",
+                f"milvus.uri={milvus_uri}",
+            ]
+        )
+        == 0
+    )
     assert "bm25" in capsys.readouterr().out
-    assert rag_main(["eval", "--questions", str(path), "--collection", "missing", "--set",
-                     f"milvus.uri={milvus_uri}"]) == 2  # fmt: skip
+    assert (
+        rag_main(["eval", "--questions", str(path), "--collection", "missing", "--set", f"milvus.uri={milvus_uri}"])
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     path.write_text('{"question": "no label"}\n')
     assert rag_main(["eval", "--questions", str(path), "--set", f"milvus.uri={milvus_uri}"]) == 2
 
 
-def test_exclude_question_indexes_the_pages_without_their_questions(ray_cluster, milvus_uri, collection, tmp_path,
-                                                                    capsys):  # fmt: skip
+def test_exclude_question_indexes_the_pages_without_their_questions(
+    ray_cluster, milvus_uri, collection, tmp_path, capsys
+):
     from rag.store import MilvusChunkStore
 
     corpus = copy_pages(tmp_path / "corpus", PAGES)
     questions = [q for q in extract_faq(MILVUS_DOCS) if "performance_faq" in q["source_url"]]
     path = tmp_path / "q.jsonl"
     path.write_text("\n".join(json.dumps(q) for q in questions))
-    argv = ["eval", "--questions", str(path), "--corpus", str(corpus), "--exclude-question", "--collection",
-            collection, "--work-dir", str(tmp_path / "work"), "--set", f"milvus.uri={milvus_uri}", "--json"]  # fmt: skip
+    argv = [
+        "eval",
+        "--questions",
+        str(path),
+        "--corpus",
+        str(corpus),
+        "--exclude-question",
+        "--collection",
+        collection,
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--set",
+        f"milvus.uri={milvus_uri}",
+        "--json",
+    ]
     assert rag_main(argv) == 0
     results = json.loads(capsys.readouterr().out)["retrieval"]
     assert all(0 < row["recall@10"] <= 1 for row in results.values())

@@ -4,15 +4,19 @@ import json
 
 import pytest
 
+from entrypoints.cli import main as rag_main
 from evaluation.beir import load_beir, write_beir_corpus
 from evaluation.faq import extract_faq, write_corpus_without_questions
 from ingest_jobs.parse import parse_document
-from entrypoints.cli import main as rag_main
 from rag.config import ParseConfig
 from tests.conftest import MILVUS_DOCS, SCIFACT, copy_pages
 
 BEIR_DOCS = [
-    {"_id": "d1", "title": "Aspirin and heart attacks", "text": "Daily aspirin lowers the risk of myocardial infarction."},
+    {
+        "_id": "d1",
+        "title": "Aspirin and heart attacks",
+        "text": "Daily aspirin lowers the risk of myocardial infarction.",
+    },
     {"_id": "d2", "title": "Coffee and sleep", "text": "Caffeine taken late in the day delays the onset of sleep."},
     {"_id": "d3", "title": "Vitamin D", "text": "Vitamin D deficiency is common in northern latitudes in winter."},
 ]
@@ -49,10 +53,21 @@ def test_scifact_test_split_loads():
 
 
 @pytest.mark.integration
-def test_rag_eval_ingests_a_beir_set_and_scores_every_mode(ray_cluster, milvus_uri, collection, tiny_beir, tmp_path,
-                                                           capsys):  # fmt: skip
-    argv = ["eval", "--beir", str(tiny_beir), "--collection", collection, "--work-dir", str(tmp_path / "work"),
-            "--set", f"milvus.uri={milvus_uri}", "--json"]  # fmt: skip
+def test_rag_eval_ingests_a_beir_set_and_scores_every_mode(
+    ray_cluster, milvus_uri, collection, tiny_beir, tmp_path, capsys
+):
+    argv = [
+        "eval",
+        "--beir",
+        str(tiny_beir),
+        "--collection",
+        collection,
+        "--work-dir",
+        str(tmp_path / "work"),
+        "--set",
+        f"milvus.uri={milvus_uri}",
+        "--json",
+    ]
     assert rag_main(argv) == 0
     results = json.loads(capsys.readouterr().out)["retrieval"]
     assert set(results) == {"dense", "bm25", "hybrid"}

@@ -36,8 +36,20 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 # PromQL words that are not metric names (function names are recognised by the "(" that follows them).
 PROMQL_KEYWORDS = {
-    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless", "offset",
-    "inf", "nan", "le",
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+    "le",
 }
 
 _IDENT = r"[A-Za-z_:][A-Za-z0-9_:]*"
@@ -117,8 +129,9 @@ def ray_serve_declared(ray_dir: Path) -> set[str]:
     Only for the Serve series Ray's panels leave out (the autoscaler's target/desired replicas)."""
     names = set()
     for path in (ray_dir / "serve" / "_private").glob("*.py"):
-        for name in re.findall(r"\b(?:Gauge|Counter|Histogram)\(\s*\n?\s*['\"](serve_[A-Za-z0-9_]+)['\"]",
-                               path.read_text()):
+        for name in re.findall(
+            r"\b(?:Gauge|Counter|Histogram)\(\s*\n?\s*['\"](serve_[A-Za-z0-9_]+)['\"]", path.read_text()
+        ):
             names.add(f"ray_{name}")
     return names
 
@@ -192,8 +205,10 @@ def test_no_hardcoded_application_or_namespace(dashboard):
 
 
 def test_metric_name_extraction():
-    expr = ('histogram_quantile(0.95, sum by (le, mode) (rate(ray_rag_retrieval_latency_ms_bucket{mode=~"a|b"}'
-            '[$__rate_interval]))) / on(WorkerId) group_left(deployment) sum(ray_x) + ray_y{a="b"} and ray_z[5m]')
+    expr = (
+        'histogram_quantile(0.95, sum by (le, mode) (rate(ray_rag_retrieval_latency_ms_bucket{mode=~"a|b"}'
+        '[$__rate_interval]))) / on(WorkerId) group_left(deployment) sum(ray_x) + ray_y{a="b"} and ray_z[5m]'
+    )
     assert metric_names(expr) == {"ray_rag_retrieval_latency_ms_bucket", "ray_x", "ray_y", "ray_z"}
 
 
@@ -215,11 +230,19 @@ def test_every_project_family_is_charted(dashboard, families):
 
 def test_serve_and_vllm_series_are_charted(dashboard):
     used = used_names(dashboard)
-    for name in ("ray_serve_deployment_request_counter_total", "ray_serve_deployment_processing_latency_ms_bucket",
-                 "ray_serve_deployment_queued_queries", "ray_serve_replica_processing_queries",
-                 "ray_serve_deployment_replica_healthy", "ray_vllm_time_to_first_token_seconds_bucket",
-                 "ray_vllm_num_requests_running", "ray_vllm_num_requests_waiting", "ray_vllm_generation_tokens_total",
-                 "ray_vllm_kv_cache_usage_perc", "ray_vllm_prompt_tokens_total"):
+    for name in (
+        "ray_serve_deployment_request_counter_total",
+        "ray_serve_deployment_processing_latency_ms_bucket",
+        "ray_serve_deployment_queued_queries",
+        "ray_serve_replica_processing_queries",
+        "ray_serve_deployment_replica_healthy",
+        "ray_vllm_time_to_first_token_seconds_bucket",
+        "ray_vllm_num_requests_running",
+        "ray_vllm_num_requests_waiting",
+        "ray_vllm_generation_tokens_total",
+        "ray_vllm_kv_cache_usage_perc",
+        "ray_vllm_prompt_tokens_total",
+    ):
         assert name in used, name
     assert not any(":" in name for name in used), "Ray exports vLLM's vllm:* metrics with ':' replaced by '_'"
 

@@ -72,8 +72,9 @@ def test_ingest_writes_chunks_with_metadata_and_unit_vectors(ray_cluster, milvus
     query = embedder.embed_queries(["How do I enable role-based access control and create users?"])[0].tolist()
     hits = store.client.search(collection, data=[query], anns_field="vector", limit=3, output_fields=["source"])
     assert hits[0][0]["entity"]["source"] == "adminGuide/rbac.html"
-    bm25 = store.client.search(collection, data=["chunk cache warmup"], anns_field="sparse", limit=3,
-                               output_fields=["source"])  # fmt: skip
+    bm25 = store.client.search(
+        collection, data=["chunk cache warmup"], anns_field="sparse", limit=3, output_fields=["source"]
+    )
     assert bm25[0][0]["entity"]["source"] == "adminGuide/chunk_cache.html"
 
 
@@ -188,8 +189,9 @@ def test_ray_job_submit(ray_cluster, milvus_uri, collection, corpus):
 
 
 def rag_cli(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "entrypoints.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_missing_corpus_and_unreachable_milvus_exit_2(tmp_path):
@@ -200,8 +202,9 @@ def test_cli_missing_corpus_and_unreachable_milvus_exit_2(tmp_path):
 
     (tmp_path / "a.txt").write_text("hello")
     port = free_port()
-    unreachable = rag_cli("ingest", str(tmp_path), "--milvus-uri", f"http://127.0.0.1:{port}",
-                          "--set", "milvus.manage_local=false")  # fmt: skip
+    unreachable = rag_cli(
+        "ingest", str(tmp_path), "--milvus-uri", f"http://127.0.0.1:{port}", "--set", "milvus.manage_local=false"
+    )
     assert unreachable.returncode == 2
     assert unreachable.stderr.strip() == f"error: cannot reach Milvus at http://127.0.0.1:{port}"
 

@@ -12,14 +12,23 @@ from fastapi.testclient import TestClient
 from transformers import AutoTokenizer
 
 from rag.config import RagConfig
+from rag.search import Source
 from serve_app.errors import APIError
 from serve_app.ingress import RagService, build_fastapi
 from serve_app.metrics import ServingMetrics
 from serve_app.prompt import PromptBuilder
-from rag.search import Source
 
-SOURCE = Source(index=1, id="c1", url="https://milvus.io/docs/rbac.md", title="RBAC", heading="Users", source="rbac.html",
-                doc_type="html", score=0.9, text="Milvus grants privileges to roles.")  # fmt: skip
+SOURCE = Source(
+    index=1,
+    id="c1",
+    url="https://milvus.io/docs/rbac.md",
+    title="RBAC",
+    heading="Users",
+    source="rbac.html",
+    doc_type="html",
+    score=0.9,
+    text="Milvus grants privileges to roles.",
+)
 
 
 def event(**fields: Any) -> str:
@@ -31,11 +40,13 @@ def vllm_stream(continuous_usage: bool = False) -> list[list[str]]:
     usage = {"prompt_tokens": 120, "completion_tokens": 2, "total_tokens": 122}
     every = {"usage": {"prompt_tokens": 120, "completion_tokens": 1, "total_tokens": 121}} if continuous_usage else {}
     return [
-        [event(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}}], **every),
-         event(choices=[{"index": 0, "delta": {"content": "Roles"}}], **every)],
+        [
+            event(choices=[{"index": 0, "delta": {"role": "assistant", "content": ""}}], **every),
+            event(choices=[{"index": 0, "delta": {"content": "Roles"}}], **every),
+        ],
         [event(choices=[{"index": 0, "delta": {"content": " [1]"}, "finish_reason": "stop"}], **every)],
         [event(choices=[], usage=usage), "data: [DONE]\n\n"],
-    ]  # fmt: skip
+    ]
 
 
 class Recorder(ServingMetrics):
@@ -46,9 +57,11 @@ class Recorder(ServingMetrics):
     def __getattribute__(self, name: str) -> Any:
         attr = super().__getattribute__(name)
         if name in {"request", "error", "retrieval", "passages_returned", "first_token", "usage"}:
+
             def record(*args: Any) -> None:
                 self.calls.append((name, args))
                 attr(*args)
+
             return record
         return attr
 
@@ -61,8 +74,15 @@ def prompt(smollm2_dir) -> PromptBuilder:
     return PromptBuilder(AutoTokenizer.from_pretrained(smollm2_dir), max_model_len=2048)
 
 
-def service(prompt: PromptBuilder, *, stream: list[list[str]] | None = None, embed=None, retrieve=None, generate=None,
-            ready_timeout_s: float = 10) -> tuple[RagService, Recorder, list[Any]]:  # fmt: skip
+def service(
+    prompt: PromptBuilder,
+    *,
+    stream: list[list[str]] | None = None,
+    embed=None,
+    retrieve=None,
+    generate=None,
+    ready_timeout_s: float = 10,
+) -> tuple[RagService, Recorder, list[Any]]:
     engine_requests: list[Any] = []
 
     async def default_embed(texts):
@@ -78,8 +98,14 @@ def service(prompt: PromptBuilder, *, stream: list[list[str]] | None = None, emb
 
     metrics = Recorder()
     cfg = RagConfig.load(None, {"serve": {"ready_timeout_s": ready_timeout_s}})
-    rag = RagService(cfg, embed=embed or default_embed, retrieve=retrieve or default_retrieve,
-                     generate=generate or default_generate, prompt=prompt, metrics=metrics)  # fmt: skip
+    rag = RagService(
+        cfg,
+        embed=embed or default_embed,
+        retrieve=retrieve or default_retrieve,
+        generate=generate or default_generate,
+        prompt=prompt,
+        metrics=metrics,
+    )
     return rag, metrics, engine_requests
 
 
@@ -134,8 +160,9 @@ def test_readiness_names_the_parts_that_do_not_answer(prompt):
     with pytest.raises(APIError) as err:
         asyncio.run(down.ready())
     assert err.value.status == 503
-    assert err.value.message == ("not ready: embedder: RuntimeError: model not loaded; milvus: not tried (no query "
-                                 "vector); engine: TimeoutError")  # fmt: skip
+    assert err.value.message == (
+        "not ready: embedder: RuntimeError: model not loaded; milvus: not tried (no query vector); engine: TimeoutError"
+    )
 
 
 def test_requests_are_counted_by_route_template_and_status(prompt):
@@ -145,8 +172,12 @@ def test_requests_are_counted_by_route_template_and_status(prompt):
     assert client.get("/v1/nope").status_code == 404
     assert client.post("/v1/chat/completions", content=b"{not json").status_code == 400
     assert client.post("/v1/retrieve", json={"query": "x", "top_k": 0}).status_code == 400
-    assert metrics.of("request") == [("/healthz", 200), ("unmatched", 404), ("/v1/chat/completions", 400),
-                                     ("/v1/retrieve", 400)]  # fmt: skip
+    assert metrics.of("request") == [
+        ("/healthz", 200),
+        ("unmatched", 404),
+        ("/v1/chat/completions", 400),
+        ("/v1/retrieve", 400),
+    ]
     assert [kind for (kind,) in metrics.of("error")] == ["invalid_request_error"] * 3
     too_long = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "word " * 3000}]})
     assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"

@@ -81,11 +81,18 @@ def test_the_kustomization_renders_valid_objects():
     assert json.loads(dashboard["data"]["rag-dashboard.json"])["panels"]
 
 
-@pytest.mark.parametrize(("where", "typo", "expected"), [
-    (("spec",), ("serveConfigV2", "serveConfigv2"), "'serveConfigv2' was unexpected"),
-    (("spec", "rayClusterConfig", "workerGroupSpecs", 0), ("minReplicas", "minReplica"), "'minReplica' was unexpected"),
-    (("spec", "rayClusterConfig"), ("enableInTreeAutoscaling", "enableInTreeAutoScaling"), "was unexpected"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("where", "typo", "expected"),
+    [
+        (("spec",), ("serveConfigV2", "serveConfigv2"), "'serveConfigv2' was unexpected"),
+        (
+            ("spec", "rayClusterConfig", "workerGroupSpecs", 0),
+            ("minReplicas", "minReplica"),
+            "'minReplica' was unexpected",
+        ),
+        (("spec", "rayClusterConfig"), ("enableInTreeAutoscaling", "enableInTreeAutoScaling"), "was unexpected"),
+    ],
+)
 def test_a_typo_in_the_rayservice_fails(where, typo, expected):
     doc = copy.deepcopy(kind("rayservice.yaml", "RayService"))
     node = doc
@@ -112,7 +119,8 @@ def test_cluster_yaml_validates_against_rays_schema():
     doc = yaml.safe_load((REPO / "cluster.yaml").read_text())
     assert cluster_yaml_problems(doc) == []
     doc["available_node_types"]["ray.worker.gpu"]["min_worker"] = doc["available_node_types"]["ray.worker.gpu"].pop(
-        "min_workers")
+        "min_workers"
+    )
     doc["max_worker"] = doc.pop("max_workers")
     found = cluster_yaml_problems(doc)
     assert any("'min_worker' was unexpected" in p for p in found) and any("'max_worker'" in p for p in found), found
@@ -186,8 +194,10 @@ def test_cluster_yaml_starts_what_kubernetes_starts():
     deploy = re.search(r"serve deploy (\S+)", head)
     assert deploy, head
     serve_file = deploy.group(1)
-    assert any(output == serve_file and target == "cluster" and config == "configs/gpu.yaml"
-               for config, target, output in GENERATED), serve_file  # fmt: skip
+    assert any(
+        output == serve_file and target == "cluster" and config == "configs/gpu.yaml"
+        for config, target, output in GENERATED
+    ), serve_file
     service_serve = yaml.safe_load(kind("rayservice.yaml", "RayService")["spec"]["serveConfigV2"])
     assert yaml.safe_load((REPO / serve_file).read_text()) == service_serve
     assert "--num-cpus=0" in head or doc["available_node_types"][doc["head_node_type"]]["resources"] == {"CPU": 0}
@@ -350,8 +360,10 @@ def test_every_config_builds_its_serve_app_offline(name, ray_cluster):
         settings = getattr(cfg.serve, role)
         deployment = deployments[deployment_name]
         assert deployment.max_ongoing_requests == settings.max_ongoing_requests
-        assert replica_demand(deployment) == (settings.max_replicas,
-                                              {"CPU": settings.num_cpus, "GPU": settings.num_gpus})  # fmt: skip
+        assert replica_demand(deployment) == (
+            settings.max_replicas,
+            {"CPU": settings.num_cpus, "GPU": settings.num_gpus},
+        )
     assert deployments[f"LLMServer:{cfg.llm.model_id}"].max_ongoing_requests == cfg.llm.max_ongoing_requests
 
 
@@ -377,4 +389,6 @@ def test_the_rayservice_worker_groups_hold_what_the_deployments_ask_for(ray_clus
         demand["GPU"] += most * math.ceil(need.get("GPU", 0))
     assert demand["GPU"] > 0 and all(demand[r] <= capacity[r] for r in demand), (demand, capacity)
     gpu_group = next(g for g in groups if "nvidia.com/gpu" in str(g))  # the GPU type Ray detects is the one asked for
-    assert gpu_group["template"]["spec"]["nodeSelector"]["nvidia.com/gpu.product"] == f"NVIDIA-{cfg.llm.accelerator_type}"
+    assert (
+        gpu_group["template"]["spec"]["nodeSelector"]["nvidia.com/gpu.product"] == f"NVIDIA-{cfg.llm.accelerator_type}"
+    )

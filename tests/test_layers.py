@@ -49,7 +49,9 @@ def test_the_checker_sees_a_lazy_upward_import(tmp_path):
 
 
 def test_the_prompt_builder_and_rag_eval_load_neither_vllm_nor_ray_serve():
-    code = ("import sys, serve_app.prompt, rag.search, evaluation.cli; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'vllm' or m.startswith('ray.serve')))")
+    code = (
+        "import sys, serve_app.prompt, rag.search, evaluation.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'vllm' or m.startswith('ray.serve')))"
+    )
     loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"

@@ -47,8 +47,17 @@ def test_real_corpus_page_keeps_title_url_and_heading_path():
 def test_messy_html_drops_chrome_and_keeps_structure():
     doc = parse(MESSY)
     text = "\n".join(s.text for s in doc.sections)
-    for junk in ("SCRIPT_TEXT", "STYLE_TEXT", "HEADER_TEXT", "NAV_TEXT", "ROLE_NAV_TEXT", "FORM_TEXT", "ASIDE_TEXT",
-                 "FOOTER_TEXT", "tracking"):  # fmt: skip
+    for junk in (
+        "SCRIPT_TEXT",
+        "STYLE_TEXT",
+        "HEADER_TEXT",
+        "NAV_TEXT",
+        "ROLE_NAV_TEXT",
+        "FORM_TEXT",
+        "ASIDE_TEXT",
+        "FOOTER_TEXT",
+        "tracking",
+    ):
         assert junk not in text
     assert doc.title == "Messy & Page"
     assert doc.url == "https://example.com/messy"  # og:url when there is no canonical link
@@ -62,8 +71,11 @@ def test_messy_html_drops_chrome_and_keeps_structure():
 def test_heading_stack_pops_to_the_right_level():
     doc = parse(b"<h1>A</h1><p>a</p><h2>B</h2><h3>C</h3><p>c</p><h2>D</h2><p>d</p><h1>E</h1><p>e</p>")
     assert [(s.heading_path, s.text) for s in doc.sections] == [
-        (["A"], "a"), (["A", "B", "C"], "c"), (["A", "D"], "d"), (["E"], "e"),
-    ]  # fmt: skip
+        (["A"], "a"),
+        (["A", "B", "C"], "c"),
+        (["A", "D"], "d"),
+        (["E"], "e"),
+    ]
 
 
 def test_canonical_falls_back_to_path_and_manifest_wins():
@@ -83,8 +95,10 @@ def test_markdown_front_matter_title_and_heading_path():
     doc = parse(md, "guide.md")
     assert doc.title == "Front Title" and doc.doc_type == "markdown"
     assert [(s.heading_path, s.text) for s in doc.sections] == [
-        (["Guide"], "intro"), (["Guide", "Setup"], "steps here"), (["Guide", "Setup", "Linux"], "apt install"),
-    ]  # fmt: skip
+        (["Guide"], "intro"),
+        (["Guide", "Setup"], "steps here"),
+        (["Guide", "Setup", "Linux"], "apt install"),
+    ]
 
 
 def test_markdown_title_falls_back_to_first_h1_then_name():

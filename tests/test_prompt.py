@@ -1,13 +1,22 @@
 import pytest
 from transformers import AutoTokenizer
 
-from serve_app.prompt import INSTRUCTIONS, ContextTooLong, PromptBuilder
 from rag.search import Source
+from serve_app.prompt import INSTRUCTIONS, ContextTooLong, PromptBuilder
 
 
 def source(i: int, words: int = 50) -> Source:
-    return Source(index=i, id=f"c{i}", url=f"https://d/{i}", title=f"Page {i}", heading="A > B", source=f"{i}.html",
-                  doc_type="html", score=1.0 / i, text=" ".join(["vector"] * words))  # fmt: skip
+    return Source(
+        index=i,
+        id=f"c{i}",
+        url=f"https://d/{i}",
+        title=f"Page {i}",
+        heading="A > B",
+        source=f"{i}.html",
+        doc_type="html",
+        score=1.0 / i,
+        text=" ".join(["vector"] * words),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -17,8 +26,9 @@ def tokenizer(smollm2_dir):
 
 def test_passages_are_numbered_in_one_system_message(tokenizer):
     builder = PromptBuilder(tokenizer, max_model_len=2048)
-    messages, used = builder.build([{"role": "user", "content": "What is HNSW?"}], [source(3), source(7)],
-                                   max_tokens=100)  # fmt: skip
+    messages, used = builder.build(
+        [{"role": "user", "content": "What is HNSW?"}], [source(3), source(7)], max_tokens=100
+    )
     assert [m["role"] for m in messages] == ["system", "user"]
     assert messages[0]["content"].startswith(INSTRUCTIONS)
     assert "[1] Page 3 > A > B (https://d/3)" in messages[0]["content"]

@@ -12,14 +12,19 @@ from pymilvus import MilvusException
 from rag.config import EmbedderConfig, MilvusConfig, RagConfig, RetrievalConfig
 from rag.embedder import SentenceTransformersEmbedder
 from rag.milvus_server import start_local, stop_local
+from rag.search import MilvusRetriever, RetrievalFilter, Search, Source, filter_expr, fuse_minmax, without_stop_words
 from rag.store import MilvusChunkStore
 from serve_app.errors import from_milvus_error
 from serve_app.ingress import RagService
-from rag.search import MilvusRetriever, RetrievalFilter, Search, Source, filter_expr, fuse_minmax, without_stop_words
 from tests.conftest import answer_eventually, free_port
 
 DOCS = [
-    ("guide/install.md", "markdown", "https://x/install", "Install Milvus with Docker Compose and start the containers."),
+    (
+        "guide/install.md",
+        "markdown",
+        "https://x/install",
+        "Install Milvus with Docker Compose and start the containers.",
+    ),
     ("guide/index.html", "html", "https://x/index", "An HNSW index builds a graph; M sets the number of neighbours."),
     ("faq/bm25.html", "html", "https://y/bm25", "BM25 scores a keyword query by term frequency and document length."),
     ("notes/todo.txt", "text", "https://y/todo", "Remember to water the plants and buy coffee beans."),
@@ -34,11 +39,23 @@ def embedder():
 def rows_for(embedder) -> list[dict]:
     vectors = embedder.embed_documents([d[3] for d in DOCS])
     return [
-        {"id": f"c{i}", "text": text, "vector": vectors[i].tolist(), "doc_id": f"d{i}", "source": source, "url": url,
-         "title": source, "heading": "H", "doc_type": doc_type, "chunk_index": 0, "chunk_count": 1, "doc_hash": "h",
-         "ingest_time": 0}
+        {
+            "id": f"c{i}",
+            "text": text,
+            "vector": vectors[i].tolist(),
+            "doc_id": f"d{i}",
+            "source": source,
+            "url": url,
+            "title": source,
+            "heading": "H",
+            "doc_type": doc_type,
+            "chunk_index": 0,
+            "chunk_count": 1,
+            "doc_hash": "h",
+            "ingest_time": 0,
+        }
         for i, (source, doc_type, url, text) in enumerate(DOCS)
-    ]  # fmt: skip
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +107,9 @@ def test_bm25_can_leave_stop_words_out_of_the_query(retriever):
     assert [s.source for s in retriever.retrieve("the HNSW and", None, mode="bm25", top_k=4)] == ["guide/index.html"]
     only_stop_words = retriever.retrieve("to and the", None, mode="bm25", top_k=4)  # sent as it is
     assert only_stop_words and only_stop_words[0].source == "notes/todo.txt"
-    assert without_stop_words("How do I back up a collection? It's the one.") == "How do I back up collection? It's one."
+    assert (
+        without_stop_words("How do I back up a collection? It's the one.") == "How do I back up collection? It's one."
+    )
 
 
 @pytest.mark.parametrize("fusion", ["minmax", "rrf"])
@@ -177,8 +196,9 @@ def test_filter_expressions_are_quoted():
 def test_a_restarted_milvus_serves_the_retriever_that_ran_before(tmp_path, embedder, fusion):
     """The collection comes back released; the running retriever loads it again rather than failing every search
     (code 101, "in state 'released'") until its replica restarts."""
-    cfg = MilvusConfig(uri=f"http://127.0.0.1:{free_port()}", collection="restarted", timeout_s=3,
-                       local_data_dir=str(tmp_path))  # fmt: skip
+    cfg = MilvusConfig(
+        uri=f"http://127.0.0.1:{free_port()}", collection="restarted", timeout_s=3, local_data_dir=str(tmp_path)
+    )
     pid = start_local(cfg)
     # Own process group (a Ctrl-C to the caller spares it), same session: a new session is a new autogroup
     # for Linux's scheduler, where the CPU engine's nice no longer ranks it below the server.
@@ -196,8 +216,11 @@ def test_a_restarted_milvus_serves_the_retriever_that_ran_before(tmp_path, embed
     try:
         hits = answer_eventually(  # meanwhile only gRPC reconnecting (its backoff is about a second)
             lambda: search(retriever, embedder, "HNSW graph neighbours M", "hybrid"),
-            MilvusException, lambda e: "released" not in e.message, timeout_s=30, pause_s=0.5,
-        )  # fmt: skip
+            MilvusException,
+            lambda e: "released" not in e.message,
+            timeout_s=30,
+            pause_s=0.5,
+        )
         assert hits[0].source == "guide/index.html"
     finally:
         stop_local(cfg)
@@ -205,8 +228,9 @@ def test_a_restarted_milvus_serves_the_retriever_that_ran_before(tmp_path, embed
 
 @pytest.mark.integration
 def test_milvus_going_away_is_a_503(tmp_path, embedder):
-    cfg = MilvusConfig(uri=f"http://127.0.0.1:{free_port()}", collection="gone", timeout_s=3,
-                       local_data_dir=str(tmp_path))  # fmt: skip
+    cfg = MilvusConfig(
+        uri=f"http://127.0.0.1:{free_port()}", collection="gone", timeout_s=3, local_data_dir=str(tmp_path)
+    )
     start_local(cfg)
     try:
         store = MilvusChunkStore(cfg, 384)

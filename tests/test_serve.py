@@ -39,12 +39,15 @@ def rag_app(ray_cluster, milvus_uri, smollm2_dir, tmp_path_factory):
     from serve_app.app import prepare_app
 
     corpus = copy_pages(tmp_path_factory.mktemp("serve") / "corpus", SERVE_PAGES)
-    cfg = RagConfig.load(REPO / "configs" / "local.yaml", {
-        "corpus": {"path": str(corpus)},
-        "milvus": {"uri": milvus_uri, "collection": "serve_docs"},
-        "serve": {"port": free_port()},
-        "llm": {"max_tokens": MAX_TOKENS, "models_dir": str(REPO / ".rag" / "models")},
-    })  # fmt: skip
+    cfg = RagConfig.load(
+        REPO / "configs" / "local.yaml",
+        {
+            "corpus": {"path": str(corpus)},
+            "milvus": {"uri": milvus_uri, "collection": "serve_docs"},
+            "serve": {"port": free_port()},
+            "llm": {"max_tokens": MAX_TOKENS, "models_dir": str(REPO / ".rag" / "models")},
+        },
+    )
     run_ingest(cfg)
     serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})
     serve.run(prepare_app(cfg), name="rag", route_prefix="/")
@@ -114,16 +117,16 @@ def test_each_search_mode_returns_results(rag_app, search):
 
 def test_filters_restrict_results(rag_app, client):
     for search in ("dense", "bm25", "hybrid"):
-        response = retrieve(rag_app, query="milvus", search=search, top_k=10,
-                            filter={"source_prefix": "embeddings/"})  # fmt: skip
+        response = retrieve(rag_app, query="milvus", search=search, top_k=10, filter={"source_prefix": "embeddings/"})
         sources = {d["source"] for d in response.json()["data"]}
         assert sources and all(s.startswith("embeddings/") for s in sources), (search, sources)
     assert retrieve(rag_app, query="milvus", filter={"doc_type": ["markdown"]}).json()["data"] == []
     by_url = retrieve(rag_app, query="milvus", top_k=10, filter={"url_prefix": "https://milvus.io/docs/rbac"})
     assert {d["url"] for d in by_url.json()["data"]} == {"https://milvus.io/docs/rbac.md"}
     # The same extras ride in an OpenAI body.
-    response = ask(client, "What is BM25?", extra_body={"search": "bm25", "top_k": 2,
-                                                          "filter": {"source_prefix": "embeddings/"}})  # fmt: skip
+    response = ask(
+        client, "What is BM25?", extra_body={"search": "bm25", "top_k": 2, "filter": {"source_prefix": "embeddings/"}}
+    )
     assert [s["source"].startswith("embeddings/") for s in response.model_extra["sources"]] == [True, True]
 
 
@@ -164,8 +167,10 @@ def test_a_failed_search_fails_only_its_own_caller(rag_app):
     vector = serve.get_deployment_handle("QueryEmbedder", app_name="rag").embed.remote(["chunk cache"]).result()[0]
     # Sent together, so they meet in the Retriever's batch. The wrong-dimension vector (another limit, so its
     # own Milvus call) fails in Milvus.
-    good, bad, also_good = (retriever.retrieve.remote("chunk cache", v, "dense", k, None)
-                            for v, k in ((vector, 3), (vector[:3], 4), (vector, 3)))  # fmt: skip
+    good, bad, also_good = (
+        retriever.retrieve.remote("chunk cache", v, "dense", k, None)
+        for v, k in ((vector, 3), (vector[:3], 4), (vector, 3))
+    )
     assert len(good.result()) == len(also_good.result()) == 3
     with pytest.raises(MilvusException):
         bad.result()
@@ -200,8 +205,7 @@ def test_cpu_engine_scheduler_runs_on_its_workers_cores(rag_app):
 def _processes(*markers: str) -> list:
     import psutil
 
-    return [p for p in psutil.process_iter(["cmdline"])
-            if any(m in " ".join(p.info["cmdline"] or []) for m in markers)]  # fmt: skip
+    return [p for p in psutil.process_iter(["cmdline"]) if any(m in " ".join(p.info["cmdline"] or []) for m in markers)]
 
 
 def _engine_process(title: str):
@@ -212,8 +216,13 @@ def _engine_process(title: str):
 
 
 # A stream that would run for about a minute here unless it is stopped.
-LONG_STREAM = {"model": "rag", "messages": [{"role": "user", "content": "What is the chunk cache?"}], "stream": True,
-               "max_tokens": 1500, "ignore_eos": True}  # fmt: skip
+LONG_STREAM = {
+    "model": "rag",
+    "messages": [{"role": "user", "content": "What is the chunk cache?"}],
+    "stream": True,
+    "max_tokens": 1500,
+    "ignore_eos": True,
+}
 
 
 def _cpu_seconds(process, seconds: float) -> float:
@@ -240,8 +249,11 @@ BAD_REQUESTS = [
     ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "top_k": 0}, 400, "top_k"),
     ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "search": "fuzzy"}, 400, "search"),
     ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "filter": {"sql": "1"}}, 400, "filter"),
-    ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "filter": {"url_prefix": "a\nb"}}, 400,
-     "url_prefix"),
+    (
+        {"model": "rag", "messages": [{"role": "user", "content": "hi"}], "filter": {"url_prefix": "a\nb"}},
+        400,
+        "url_prefix",
+    ),
     ({"model": "rag", "messages": [{"role": "user", "content": "hi"}], "temperature": "hot"}, 400, "temperature"),
 ]
 
@@ -256,8 +268,9 @@ def test_bad_requests_get_openai_errors(rag_app, body, status, mentions):
 
 
 def test_invalid_json_and_client_errors(rag_app, client):
-    response = httpx.post(f"{rag_app[1]}/chat/completions", content=b"{not json", timeout=30,
-                          headers={"content-type": "application/json"})  # fmt: skip
+    response = httpx.post(
+        f"{rag_app[1]}/chat/completions", content=b"{not json", timeout=30, headers={"content-type": "application/json"}
+    )
     assert response.status_code == 400 and "invalid JSON" in response.json()["error"]["message"]
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
@@ -274,16 +287,26 @@ def test_invalid_json_and_client_errors(rag_app, client):
 
 
 def test_rag_eval_through_the_chat_endpoint(rag_app, tmp_path, capsys):
-    from evaluation.faq import extract_faq
     from entrypoints.cli import main as rag_main
+    from evaluation.faq import extract_faq
     from tests.conftest import MILVUS_DOCS
 
     cfg, base_url = rag_app
     questions = [q for q in extract_faq(MILVUS_DOCS) if "performance_faq" in q["source_url"]][:3]
     path = tmp_path / "q.jsonl"
     path.write_text("\n".join(json.dumps(q) for q in questions))
-    argv = ["eval", "--questions", str(path), "--chat", base_url, "--collection", cfg.milvus.collection,
-            "--set", f"milvus.uri={cfg.milvus.uri}", "--json"]  # fmt: skip
+    argv = [
+        "eval",
+        "--questions",
+        str(path),
+        "--chat",
+        base_url,
+        "--collection",
+        cfg.milvus.collection,
+        "--set",
+        f"milvus.uri={cfg.milvus.uri}",
+        "--json",
+    ]
     assert rag_main(argv) == 0
     chat = json.loads(capsys.readouterr().out)["chat"]
     assert chat["gold_in_sources"] > 0  # the performance FAQ is in the collection
@@ -319,8 +342,10 @@ def test_milvus_going_away_is_a_503_and_its_return_is_served(rag_app, client, mi
         start_local(milvus_server)
     answer = answer_eventually(  # meanwhile only gRPC reconnecting (its backoff is about a second)
         lambda: client.chat.completions.create(model="rag", messages=question, max_tokens=MAX_TOKENS),
-        openai.APIStatusError, lambda e: e.status_code == 503 and "released" not in e.body["message"], timeout_s=30,
-    )  # fmt: skip
+        openai.APIStatusError,
+        lambda e: e.status_code == 503 and "released" not in e.body["message"],
+        timeout_s=30,
+    )
     assert answer.choices[0].message.content and answer.model_extra["sources"]
 
 
@@ -347,6 +372,8 @@ def test_a_dead_engine_is_a_503_until_serve_replaces_it(rag_app, client):
     answer = answer_eventually(  # while the replica is replaced: unavailable or waiting for it, never a server error
         lambda: client.chat.completions.create(model="rag", messages=question),
         (openai.APIStatusError, openai.APITimeoutError, openai.APIConnectionError),
-        lambda e: not isinstance(e, openai.APIStatusError) or e.status_code == 503, timeout_s=300, pause_s=2,
-    )  # fmt: skip
+        lambda e: not isinstance(e, openai.APIStatusError) or e.status_code == 503,
+        timeout_s=300,
+        pause_s=2,
+    )
     assert answer.choices[0].message.content and answer.model_extra["sources"]

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import yaml
 
-from rag.config import RagConfig
 from entrypoints.local_ray import RAY_START_ENV
-from serve_app.serve_config import IMPORT_PATH, SERVE_ENV, AppArgs, serve_config_yaml
+from rag.config import RagConfig
 from serve_app.cpu_host import CpuHostLLMServer, cpu_engine_settings, llm_server_options
 from serve_app.llm import llm_config_kwargs
+from serve_app.serve_config import IMPORT_PATH, SERVE_ENV, AppArgs, serve_config_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,17 +35,19 @@ def test_llm_config_on_cpu_and_gpu():
     assert local["experimental_configs"]["stream_batching_interval_ms"] == 200
     assert local["engine_kwargs"]["max_num_batched_tokens"] == 512
     assert cpu_engine_settings(local_llm) == {
-        "nice": 19, "scheduler_on_worker_cores": True,
-    }  # fmt: skip
+        "nice": 19,
+        "scheduler_on_worker_cores": True,
+    }
     gpu = llm_config_kwargs(gpu_llm, "meta-llama/Llama-3.1-8B-Instruct")
     assert "accelerator_config" not in gpu and gpu["engine_kwargs"]["gpu_memory_utilization"] == 0.9
     assert "max_num_batched_tokens" not in gpu["engine_kwargs"]  # vLLM's GPU default
     assert cpu_engine_settings(gpu_llm) is None and llm_server_options(gpu_llm) == {}  # Ray's own LLMServer
     assert llm_server_options(local_llm)["deployment_cls"] is CpuHostLLMServer
     assert gpu["deployment_config"]["autoscaling_config"] == {
-        "min_replicas": gpu_llm.min_replicas, "max_replicas": gpu_llm.max_replicas,
+        "min_replicas": gpu_llm.min_replicas,
+        "max_replicas": gpu_llm.max_replicas,
         "target_ongoing_requests": gpu_llm.target_ongoing_requests,
-    }  # fmt: skip
+    }
     assert gpu["deployment_config"]["max_ongoing_requests"] == gpu_llm.max_ongoing_requests
     assert gpu["accelerator_type"] == gpu_llm.accelerator_type == "L4"
     assert gpu["model_loading_config"]["model_id"] == "rag"
