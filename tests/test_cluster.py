@@ -13,6 +13,7 @@ import secrets
 import shlex
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -111,6 +112,11 @@ class RayCluster:
                 node.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 node.kill()
+        # `ray start --head` left its address for a later `ray.init()` to join (`ray stop` removes it): remove it,
+        # or a `rag ingest` run afterwards waits on this cluster's GCS.
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+        if current.is_file() and current.read_text().strip().endswith(f":{self.gcs_port}"):
+            current.unlink()
 
 
 @pytest.fixture(scope="module")
