@@ -237,31 +237,27 @@ class MilvusRetriever:
         vectors, queries = [s.vector for s in batch], [s.query for s in batch]
         if self.retrieval.bm25_stop_words and mode != "dense":
             queries = [without_stop_words(q) for q in queries]
-        if mode == "dense":
+        # Each list: its field, its query data and its search parameters.
+        lists = {
+            "dense": ("vector", vectors, self._dense_params()),
+            "bm25": ("sparse", queries, {"metric_type": "BM25"}),
+        }
+        if mode in lists:
+            field, data, params = lists[mode]
             return self.client.search(
                 self.collection,
-                data=vectors,
-                anns_field="vector",
+                data=data,
+                anns_field=field,
                 limit=limit,
                 filter=expr,
                 output_fields=OUTPUT_FIELDS,
-                search_params=self._dense_params(),
-            )
-        if mode == "bm25":
-            return self.client.search(
-                self.collection,
-                data=queries,
-                anns_field="sparse",
-                limit=limit,
-                filter=expr,
-                output_fields=OUTPUT_FIELDS,
-                search_params={"metric_type": "BM25"},
+                search_params=params,
             )
         # rrf in Milvus. It ignores a top-level filter on hybrid_search: the filter must sit in each request.
         candidates = self.retrieval.candidates_for(limit)
         requests = [
-            AnnSearchRequest(vectors, "vector", self._dense_params(), candidates, expr=expr or None),
-            AnnSearchRequest(queries, "sparse", {"metric_type": "BM25"}, candidates, expr=expr or None),
+            AnnSearchRequest(data, field, params, candidates, expr=expr or None)
+            for field, data, params in lists.values()
         ]
         return self.client.hybrid_search(
             self.collection, requests, RRFRanker(self.retrieval.rrf_k), limit=limit, output_fields=OUTPUT_FIELDS

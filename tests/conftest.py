@@ -150,3 +150,20 @@ def smollm2_dir() -> str:
     from serve_app.llm import prepare_model_source
 
     return prepare_model_source(LLMConfig(models_dir=str(REPO / ".rag" / "models")))
+
+
+def faq_questions_file(path: Path, limit: int | None = None) -> Path:
+    """The performance FAQ's questions from the shared Milvus docs, as a `rag eval --questions` file."""
+    import json
+
+    from evaluation.faq import extract_faq
+
+    questions = [q for q in extract_faq(MILVUS_DOCS) if "performance_faq" in q["source_url"]][:limit]
+    path.write_text("\n".join(json.dumps(q) for q in questions))
+    return path
+
+
+def eval_argv(*args: str, collection: str, milvus_uri: str, work_dir: Path | None = None) -> list[str]:
+    """`rag eval` arguments over the test's collection and Milvus, with JSON out."""
+    argv = ["eval", *args, "--collection", collection, "--set", f"milvus.uri={milvus_uri}", "--json"]
+    return argv + (["--work-dir", str(work_dir)] if work_dir else [])

@@ -144,14 +144,17 @@ def cluster(tmp_path_factory) -> Iterator[RayCluster]:
 
 
 @pytest.fixture(scope="module")
-def local_config(tmp_path_factory, milvus_uri, smollm2_dir) -> Path:
-    """The embedded default's config, pointed at this session's milvus-lite and a collection of its own."""
+def local_config(milvus_uri, smollm2_dir) -> Iterator[str]:
+    """The embedded default's config, pointed at this session's milvus-lite and a collection of its own. Its path
+    is relative, as `configs/gpu.yaml` is in the manifests: it resolves in the directory the nodes started in."""
     doc = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())
     doc["milvus"].update(uri=milvus_uri, collection="cluster_docs", manage_local=False)
     doc["llm"].update(models_dir=str(REPO / ".rag" / "models"), max_tokens=24)
-    path = tmp_path_factory.mktemp("cluster-config") / "local-cluster.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    relative = f".rag/test-cluster-{secrets.token_hex(4)}.yaml"
+    (REPO / relative).parent.mkdir(exist_ok=True)
+    (REPO / relative).write_text(yaml.safe_dump(doc))
+    yield relative
+    (REPO / relative).unlink()
 
 
 def manifest(name: str, kind: str) -> dict:
@@ -213,7 +216,7 @@ def ingested(cluster, local_config, tmp_path_factory) -> dict:
     """The RayJob's exact entrypoint, through `ray job submit`, with a local config file and corpus."""
     corpus = copy_pages(tmp_path_factory.mktemp("cluster-corpus") / "corpus", PAGES)
     argv = shlex.split(manifest("rayjob-ingest.yaml", "RayJob")["spec"]["entrypoint"])
-    argv = swapped(swapped(argv, "--config", str(local_config)), "--corpus", str(corpus))
+    argv = swapped(swapped(argv, "--config", local_config), "--corpus", str(corpus))
     job_id = f"rag-ingest-{secrets.token_hex(4)}"
     submitted = cluster.cli(
         "ray", "job", "submit", "--address", cluster.dashboard, "--submission-id", job_id, "--", *argv, timeout=600
@@ -232,7 +235,7 @@ def ingested(cluster, local_config, tmp_path_factory) -> dict:
 def test_the_rayjob_entrypoint_writes_the_collection(ingested, local_config):
     assert f"documents read: {len(PAGES)}  written: {len(PAGES)}" in ingested["logs"]
     assert "succeeded" in ingested["submit_output"].lower()
-    cfg = RagConfig.load(local_config)
+    cfg = RagConfig.load(REPO / local_config)
     store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
     assert store.client.has_collection(cfg.milvus.collection)
     assert store.count() == ingested["chunks"] > 0
@@ -243,7 +246,7 @@ def deployed(cluster, ingested, local_config, tmp_path_factory) -> dict:
     """The RayService's exact serveConfigV2 through `serve deploy`, its config file swapped for the local one;
     /readyz polled from the moment the deploy is accepted."""
     serve_config = yaml.safe_load(manifest("rayservice.yaml", "RayService")["spec"]["serveConfigV2"])
-    serve_config["applications"][0]["args"]["config_file"] = str(local_config)
+    serve_config["applications"][0]["args"]["config_file"] = local_config
     path = tmp_path_factory.mktemp("cluster-serve") / "serve.yaml"
     path.write_text(yaml.safe_dump(serve_config))
     cluster.cli("serve", "deploy", str(path), "--address", cluster.dashboard)

@@ -7,7 +7,7 @@ from evaluation.faq import extract_faq
 from evaluation.retrieval import evaluate_retrieval, format_table, question_set
 from ingest_jobs.ingest import run_ingest
 from rag.config import RagConfig
-from tests.conftest import MILVUS_DOCS, copy_pages
+from tests.conftest import MILVUS_DOCS, copy_pages, eval_argv, faq_questions_file
 
 PAGES = ["faq/performance_faq.html", "faq/operational_faq.html", "adminGuide/rbac.html", "about/limitations.html"]
 
@@ -64,24 +64,18 @@ def test_exclude_question_indexes_the_pages_without_their_questions(
     from rag.store import MilvusChunkStore
 
     corpus = copy_pages(tmp_path / "corpus", PAGES)
-    questions = [q for q in extract_faq(MILVUS_DOCS) if "performance_faq" in q["source_url"]]
-    path = tmp_path / "q.jsonl"
-    path.write_text("\n".join(json.dumps(q) for q in questions))
-    argv = [
-        "eval",
+    path = faq_questions_file(tmp_path / "q.jsonl")
+    questions = [json.loads(line) for line in path.read_text().splitlines()]
+    argv = eval_argv(
         "--questions",
         str(path),
         "--corpus",
         str(corpus),
         "--exclude-question",
-        "--collection",
-        collection,
-        "--work-dir",
-        str(tmp_path / "work"),
-        "--set",
-        f"milvus.uri={milvus_uri}",
-        "--json",
-    ]
+        collection=collection,
+        milvus_uri=milvus_uri,
+        work_dir=tmp_path / "work",
+    )
     assert rag_main(argv) == 0
     results = json.loads(capsys.readouterr().out)["retrieval"]
     assert all(0 < row["recall@10"] <= 1 for row in results.values())

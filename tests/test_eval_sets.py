@@ -9,7 +9,7 @@ from evaluation.beir import load_beir, write_beir_corpus
 from evaluation.faq import extract_faq, write_corpus_without_questions
 from ingest_jobs.parse import parse_document
 from rag.config import ParseConfig
-from tests.conftest import MILVUS_DOCS, SCIFACT, copy_pages
+from tests.conftest import MILVUS_DOCS, SCIFACT, copy_pages, eval_argv
 
 BEIR_DOCS = [
     {
@@ -56,18 +56,7 @@ def test_scifact_test_split_loads():
 def test_rag_eval_ingests_a_beir_set_and_scores_every_mode(
     ray_cluster, milvus_uri, collection, tiny_beir, tmp_path, capsys
 ):
-    argv = [
-        "eval",
-        "--beir",
-        str(tiny_beir),
-        "--collection",
-        collection,
-        "--work-dir",
-        str(tmp_path / "work"),
-        "--set",
-        f"milvus.uri={milvus_uri}",
-        "--json",
-    ]
+    argv = eval_argv("--beir", str(tiny_beir), collection=collection, milvus_uri=milvus_uri, work_dir=tmp_path / "work")
     assert rag_main(argv) == 0
     results = json.loads(capsys.readouterr().out)["retrieval"]
     assert set(results) == {"dense", "bm25", "hybrid"}

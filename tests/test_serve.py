@@ -18,7 +18,7 @@ from ingest_jobs.ingest import run_ingest
 from rag.config import RagConfig
 from rag.milvus_server import start_local, stop_local
 from rag.store import MilvusChunkStore
-from tests.conftest import REPO, answer_eventually, copy_pages, free_port
+from tests.conftest import REPO, answer_eventually, copy_pages, eval_argv, faq_questions_file, free_port
 
 SERVE_PAGES = [
     "adminGuide/chunk_cache.html",
@@ -288,25 +288,12 @@ def test_invalid_json_and_client_errors(rag_app, client):
 
 def test_rag_eval_through_the_chat_endpoint(rag_app, tmp_path, capsys):
     from entrypoints.cli import main as rag_main
-    from evaluation.faq import extract_faq
-    from tests.conftest import MILVUS_DOCS
 
     cfg, base_url = rag_app
-    questions = [q for q in extract_faq(MILVUS_DOCS) if "performance_faq" in q["source_url"]][:3]
-    path = tmp_path / "q.jsonl"
-    path.write_text("\n".join(json.dumps(q) for q in questions))
-    argv = [
-        "eval",
-        "--questions",
-        str(path),
-        "--chat",
-        base_url,
-        "--collection",
-        cfg.milvus.collection,
-        "--set",
-        f"milvus.uri={cfg.milvus.uri}",
-        "--json",
-    ]
+    path = faq_questions_file(tmp_path / "q.jsonl", limit=3)
+    argv = eval_argv(
+        "--questions", str(path), "--chat", base_url, collection=cfg.milvus.collection, milvus_uri=cfg.milvus.uri
+    )
     assert rag_main(argv) == 0
     chat = json.loads(capsys.readouterr().out)["chat"]
     assert chat["gold_in_sources"] > 0  # the performance FAQ is in the collection
