@@ -145,7 +145,7 @@ def cluster(tmp_path_factory) -> Iterator[RayCluster]:
 
 @pytest.fixture(scope="module")
 def local_config(milvus_uri, smollm2_dir) -> Iterator[str]:
-    """The embedded default's config, pointed at this session's milvus-lite and a collection of its own. Its path
+    """The embedded default's config, pointed at the tests' milvus-lite and a collection of its own. Its path
     is relative, as `configs/gpu.yaml` is in the manifests: it resolves in the directory the nodes started in."""
     doc = yaml.safe_load((REPO / "configs" / "local.yaml").read_text())
     doc["milvus"].update(uri=milvus_uri, collection="cluster_docs", manage_local=False)
