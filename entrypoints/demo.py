@@ -36,6 +36,7 @@ def logs_to(path: Path) -> Iterator[IO[str]]:
             os.dup2(console.fileno(), 1)
             os.dup2(saved_err, 2)
             os.close(saved_err)
+            console.close()
 
 
 def run_demo(argv: list[str]) -> int:
@@ -64,7 +65,7 @@ def run_demo(argv: list[str]) -> int:
         try:
             return _demo(cfg, args, console)
         finally:
-            if started_milvus and not args.keep_serving:
+            if started_milvus:  # the app has stopped by now, --keep-serving or not
                 from rag.milvus_server import stop_local
 
                 stop_local(cfg.milvus)

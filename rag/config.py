@@ -180,10 +180,11 @@ class LLMConfig(_Section):
         description="Token stream batching: at most one message per stream per interval, the first token at once; "
         "0 sends each token as it comes (see README for the trade-off).",
     )
-    cpu_host_tuning: bool = Field(
-        True,
+    cpu_host_tuning: bool | None = Field(
+        None,
         description="Tune the CPU engine for a small host (serve_app/cpu_host.py): its processes' priority and cores "
-        "(cpu_nice, cpu_scheduler_on_worker_cores) and a stream that sends the first token at once. Off on a GPU.",
+        "(cpu_nice, cpu_scheduler_on_worker_cores) and a stream that sends the first token at once. Unset: on for "
+        "the CPU engine, off on a GPU.",
     )
     cpu_nice: int = Field(
         19,
@@ -201,7 +202,9 @@ class LLMConfig(_Section):
 
     @model_validator(mode="after")
     def _tuning_is_for_the_cpu_engine(self) -> LLMConfig:
-        if self.cpu_host_tuning and self.accelerator != "cpu":
+        if self.cpu_host_tuning is None:
+            self.cpu_host_tuning = self.accelerator == "cpu"
+        elif self.cpu_host_tuning and self.accelerator != "cpu":
             raise ValueError("cpu_host_tuning is for the CPU engine: set it to false with accelerator gpu")
         return self
 

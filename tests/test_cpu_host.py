@@ -68,8 +68,7 @@ def test_the_llm_server_methods_the_tuning_overrides_still_exist():
 
 
 def test_the_tuning_is_for_the_cpu_engine_only():
+    assert RagConfig.load(None).llm.cpu_host_tuning is True  # unset: on for the CPU engine
+    assert RagConfig.load(None, {"llm": {"accelerator": "gpu", "num_gpus": 1}}).llm.cpu_host_tuning is False
     with pytest.raises(ConfigError, match="cpu_host_tuning is for the CPU engine"):
-        RagConfig.load(None, {"llm": {"accelerator": "gpu", "num_gpus": 1}})
-    assert not RagConfig.load(
-        None, {"llm": {"accelerator": "gpu", "num_gpus": 1, "cpu_host_tuning": False}}
-    ).llm.cpu_host_tuning
+        RagConfig.load(None, {"llm": {"accelerator": "gpu", "num_gpus": 1, "cpu_host_tuning": True}})
