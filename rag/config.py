@@ -178,12 +178,12 @@ class LLMConfig(_Section):
         200,
         ge=0,
         description="Token stream batching: at most one message per stream per interval, the first token at once; "
-        "0 sends each token as it comes (see README for the trade-off).",
+        "0 sends each token as it comes (docs/serving.md: the trade-off).",
     )
     cpu_host_tuning: bool | None = Field(
         None,
         description="Tune the CPU engine for a small host (serve_app/cpu_host.py): its processes' priority and cores "
-        "(cpu_nice, cpu_scheduler_on_worker_cores) and a stream that sends the first token at once. Unset: on for "
+        "(cpu_nice, cpu_scheduler_on_worker_cores). Unset: on for "
         "the CPU engine, off on a GPU.",
     )
     cpu_nice: int = Field(

@@ -5,11 +5,9 @@ docs/serving.md and docs/benchmarks.md."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import psutil
@@ -73,50 +71,11 @@ def _quietly(read: Callable[[], T], default: T) -> T:
         return default
 
 
-async def throttled(stream: AsyncIterator[T], interval_s: float) -> AsyncIterator[list[T]]:
-    """Lists of the stream's items, at most one list per ``interval_s``, and at once when none went out in the
-    last interval: the first token never waits for a tick, and a stream that produces faster than the
-    interval costs one message per interval through every hop to the client, not one per token."""
-    queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
-
-    async def pump() -> None:
-        try:
-            async for item in stream:
-                queue.put_nowait((False, item))
-        finally:
-            queue.put_nowait((True, None))
-
-    task = asyncio.create_task(pump())
-    sent_at = float("-inf")
-    try:
-        while True:
-            entries = [await queue.get()]
-            wait = sent_at + interval_s - time.monotonic()
-            # Even unthrottled, yield once: vLLM sends the role chunk and the first token back to back.
-            await asyncio.sleep(max(wait, 0))
-            while not queue.empty():
-                entries.append(queue.get_nowait())
-            batch = [item for done, item in entries if not done]
-            if batch:
-                yield batch
-                sent_at = time.monotonic()
-            if any(done for done, _ in entries):
-                task.result()  # the stream's own exception, if it ended with one
-                return
-    finally:
-        task.cancel()
-
-
 class CpuHostLLMServer(LLMServer):
     """Ray's LLMServer with the CPU engine settled once it has started (``settle_cpu_engine``): vLLM's CPU engine
     keeps a scheduler process spinning on a core of its own, which on a small host starves the proxy, ingress,
-    embedder and Milvus. And its token stream ``throttled``: Ray's batcher holds even the first token until its
-    next tick. Ray 2.60 has no public hook for the latter, so it overrides two private methods (ray issue 59681);
-    tests/test_cpu_host.py fails when an upgrade renames them."""
+    embedder and Milvus."""
 
     async def __init__(self, llm_config, *, cpu_engine: dict[str, Any], **kwargs):
         await super().__init__(llm_config, **kwargs)
         settle_cpu_engine(**cpu_engine)
-
-    def _batch_output_stream(self, generator):
-        return throttled(generator, self._get_batch_interval_ms() / 1000)
