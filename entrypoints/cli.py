@@ -39,9 +39,11 @@ def _config(args: argparse.Namespace) -> int:
     if args.command == "serve-config":
         if args.set or not args.config:
             raise ConfigError("serve-config takes --config FILE only: the Serve YAML points at that file")
-        from serve_app.serve_config import serve_config_yaml
+        from serve_app.serve_config import serve_config_yaml, serve_host
 
         print(serve_config_yaml(cfg, args.config, args.target), end="")
+        if warning := cfg.serve.open_endpoint_warning(serve_host(cfg, args.target)):
+            print(warning, file=sys.stderr)
     else:
         print(cfg.to_yaml(), end="")
     return 0
@@ -50,9 +52,13 @@ def _config(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from serve_app.serve_config import generated_files
+    from serve_app.serve_config import GENERATED, generated_files, serve_host
 
     root = Path(args.root)
+    for config_file, target, _ in GENERATED:
+        cfg = RagConfig.load(root / config_file)
+        if warning := cfg.serve.open_endpoint_warning(serve_host(cfg, target)):
+            print(f"{config_file}: {warning}", file=sys.stderr)
     for output, text in generated_files(root).items():
         path = root / output
         changed = not path.is_file() or path.read_text() != text
@@ -62,8 +68,9 @@ def _generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def wait_ready(url: str, timeout_s: float, *, quiet: bool = False) -> bool:
-    """Polls ``url``/readyz until it answers 200 (embedder, Milvus and engine all answer) or the time is up."""
+def wait_ready(url: str, timeout_s: float, *, api_key: str | None = None, quiet: bool = False) -> bool:
+    """Polls ``url``/readyz until it answers 200 (embedder, Milvus and engine all answer) or the time is up;
+    ``--timeout 0`` asks once (a Kubernetes readiness probe)."""
     import json
     import time
     import urllib.error
@@ -72,7 +79,9 @@ def wait_ready(url: str, timeout_s: float, *, quiet: bool = False) -> bool:
     deadline, last = time.monotonic() + timeout_s, ""
     while True:
         try:
-            with urllib.request.urlopen(f"{url.rstrip('/')}/readyz", timeout=30) as response:
+            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+            request = urllib.request.Request(f"{url.rstrip('/')}/readyz", headers=headers)
+            with urllib.request.urlopen(request, timeout=30) as response:
                 if not quiet:
                     print(f"ready: {json.load(response)['parts']}")
                 return True
@@ -120,15 +129,16 @@ def main(argv: list[str] | None = None) -> int:
     ready.add_argument("--timeout", type=float, default=600, help="seconds to wait (default: 600)")
     generate = sub.add_parser("generate", help="rewrite every generated file (Serve YAMLs, RayService serveConfigV2)")
     generate.add_argument("--root", default=".", help="the project folder (default: here)")
-    for p in (milvus, config, serve_config):
+    for p in (milvus, config, serve_config, ready):
         p.add_argument("--config", help="YAML config file")
         p.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     args = parser.parse_args(argv)
     try:
         if args.command == "generate":
             return _generate(args)
-        if args.command == "ready":
-            return 0 if wait_ready(args.url, args.timeout) else 1
+        if args.command == "ready":  # with the config's first API key, if it has any
+            keys = RagConfig.load(args.config, parse_overrides(args.set)).serve.api_keys()
+            return 0 if wait_ready(args.url, args.timeout, api_key=next(iter(keys), None)) else 1
         return _milvus(args) if args.command == "milvus" else _config(args)
     except (ConfigError, MilvusUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -96,16 +96,19 @@ def _demo(cfg, args: argparse.Namespace, console: IO[str]) -> int:
 
     say("demo: starting the Serve app (embedder, retriever, vLLM on CPU with SmolLM2) ...")
     started = time.perf_counter()
+    if warning := cfg.serve.open_endpoint_warning(cfg.serve.host):
+        say(warning)
+    api_key = next(iter(cfg.serve.api_keys()), None)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     serve.run(prepare_app(cfg), name=APP_NAME, route_prefix="/")
-    if not wait_ready(f"http://{cfg.serve.host}:{cfg.serve.port}", 600, quiet=True):
+    if not wait_ready(f"http://{cfg.serve.host}:{cfg.serve.port}", 600, api_key=api_key, quiet=True):
         say(f"demo: the app did not become ready; see {args.log}")
         serve.shutdown()
         return 1
     base_url = f"http://{cfg.serve.host}:{cfg.serve.port}/v1"
     say(f"demo: ready at {base_url} in {time.perf_counter() - started:.0f} s\n\nQ: {args.question}\nA: ", end="")
 
-    client = OpenAI(base_url=base_url, api_key="not-needed-locally")
+    client = OpenAI(base_url=base_url, api_key=api_key or "not-needed-locally")
     sources = []
     extra = {"search": args.search} if args.search else None
     stream = client.chat.completions.create(

@@ -110,7 +110,11 @@ def main(argv: list[str]) -> int:
         help="index the corpus with each FAQ question's heading left out (needs --corpus)",
     )
     parser.add_argument("--fresh", action="store_true", help="drop the collection before ingesting the corpus")
-    parser.add_argument("--chat", metavar="BASE_URL", help="also send the questions through this chat endpoint")
+    parser.add_argument(
+        "--chat",
+        metavar="BASE_URL",
+        help="also send the questions through this chat endpoint (with the first key of serve.api_keys_file)",
+    )
     parser.add_argument("--work-dir", default=WORK_DIR, help="where the evaluation writes the corpora it derives")
     parser.add_argument("--config", help="YAML config file")
     parser.add_argument("--collection", help="Milvus collection (milvus.collection)")
@@ -134,7 +138,10 @@ def main(argv: list[str]) -> int:
             fresh=args.fresh,
         )
         results = evaluate_retrieval(cfg, questions, tuple(args.modes))
-        chat = evaluate_chat(args.chat, rows, model=cfg.llm.model_id) if args.chat else None
+        chat = None
+        if args.chat:  # the endpoint's key: the config's first, as `rag ready` sends it
+            api_key = next(iter(cfg.serve.api_keys()), "unused")
+            chat = evaluate_chat(args.chat, rows, model=cfg.llm.model_id, api_key=api_key)
     except (ConfigError, CorpusNotFound, MilvusUnavailable, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -171,6 +171,12 @@ class LLMConfig(_Section):
     max_ongoing_requests: int = Field(
         64, gt=0, description="Requests one engine replica takes at once (vLLM batches them); more wait in the queue."
     )
+    max_queued_requests: int = Field(
+        64,
+        ge=-1,
+        description="Requests each caller (ingress replica) queues for the engines when all are full; past it the "
+        "client gets a 503 with Retry-After at once. -1: no bound.",
+    )
     accelerator_type: str | None = Field(
         None, description="GPU only: Ray's accelerator type the engine needs (e.g. L4, A10G, A100); unset: any GPU."
     )
@@ -221,6 +227,12 @@ class DeploymentConfig(_Section):
     max_ongoing_requests: int = Field(
         64, gt=0, description="Requests one replica takes at once; more wait in the caller's queue."
     )
+    max_queued_requests: int = Field(
+        256,
+        ge=-1,
+        description="Requests each caller queues when every replica is full; past it the request is refused with a "
+        "503 and Retry-After at once. -1: no bound.",
+    )
     num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per replica.")
     num_gpus: float = Field(0, ge=0, description="GPUs (or a fraction of one) per replica.")
 
@@ -234,6 +246,7 @@ class DeploymentConfig(_Section):
         """The keyword arguments of ``serve.deployment`` for these settings."""
         options: dict[str, Any] = {
             "max_ongoing_requests": self.max_ongoing_requests,
+            "max_queued_requests": self.max_queued_requests,
             "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
         }
         if self.min_replicas == self.max_replicas:
@@ -247,12 +260,39 @@ class DeploymentConfig(_Section):
         return options
 
 
+class RequestLimits(_Section):
+    """What one request may ask of the endpoint; past a limit it gets a 400 (413 for the body) naming the limit."""
+
+    max_body_bytes: int = Field(
+        1_000_000, gt=0, description="Request body size, refused from Content-Length or while reading (413)."
+    )
+    max_messages: int = Field(64, gt=0, description="Messages per chat request.")
+    max_message_chars: int = Field(
+        32_000, gt=0, description="Characters per chat message, per retrieval query and per text to embed."
+    )
+    max_tokens: int = Field(1024, gt=0, description="Largest max_tokens (max_completion_tokens) a request may ask for.")
+    max_top_k: int = Field(50, gt=0, le=1000, description="Largest top_k (passages retrieved) a request may ask for.")
+    max_filter_chars: int = Field(
+        512, gt=0, description="Characters of a request's filter (its prefixes and document types together)."
+    )
+    max_embedding_inputs: int = Field(2048, gt=0, description="Texts per /v1/embeddings request (OpenAI's limit).")
+
+
 class ServeConfig(_Section):
     host: str = Field(
         "127.0.0.1", description="HTTP host of the Serve proxy for `--target local`; `--target cluster` binds 0.0.0.0."
     )
     port: int = Field(8000, gt=0, lt=65536, description="HTTP port of the Serve proxy.")
-    top_k: int = Field(5, gt=0, le=100, description="Passages retrieved per question by default.")
+    api_keys_file: str | None = Field(
+        None,
+        description="File of API keys, one per line: every route but /healthz then needs `Authorization: Bearer "
+        "<key>`. Unset: the endpoint is open (the embedded default, on loopback).",
+    )
+    retry_after_s: int = Field(
+        5, ge=0, description="Retry-After of a 503 (a full queue, a part down): when the client should come back."
+    )
+    limits: RequestLimits = Field(default_factory=RequestLimits, description="Per-request limits.")
+    top_k: int = Field(5, gt=0, le=1000, description="Passages retrieved per question by default.")
     search: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="Default retrieval mode.")
     ingress: DeploymentConfig = Field(
         default_factory=lambda: DeploymentConfig(max_ongoing_requests=256, target_ongoing_requests=64, num_cpus=0.1),
@@ -284,6 +324,43 @@ class ServeConfig(_Section):
     ready_timeout_s: float = Field(
         10, gt=0, description="/readyz: how long each part (embedder, Milvus, engine) may take to answer its probe."
     )
+
+    @model_validator(mode="after")
+    def _default_top_k_within_limit(self) -> ServeConfig:
+        if self.top_k > self.limits.max_top_k:
+            raise ValueError("top_k must not exceed limits.max_top_k")
+        return self
+
+    def api_keys(self) -> list[str]:
+        """The keys in ``api_keys_file``, one per line, blank lines and ``#`` comments skipped; none when it is
+        unset. A file that is missing or holds no key is a ConfigError, never an open endpoint."""
+        if not self.api_keys_file:
+            return []
+        try:
+            lines = Path(self.api_keys_file).read_text().splitlines()
+        except OSError as e:
+            raise ConfigError(f"serve.api_keys_file: cannot read {self.api_keys_file}: {e.strerror}") from None
+        keys = [k for k in (line.strip() for line in lines) if k and not k.startswith("#")]
+        if not keys:
+            raise ConfigError(f"serve.api_keys_file {self.api_keys_file} holds no API key")
+        return keys
+
+    def open_endpoint_warning(self, host: str) -> str | None:
+        """A warning when the endpoint would listen beyond loopback with no API key."""
+        if self.api_keys_file or host in ("127.0.0.1", "localhost", "::1"):
+            return None
+        return (
+            f"warning: serving on {host}:{self.port} with no API keys: anyone who reaches it can use the endpoint; "
+            "set serve.api_keys_file (docs/security.md)"
+        )
+
+    def deployment_options(self, part: Literal["ingress", "embedder", "retriever"]) -> dict[str, Any]:
+        """``serve.deployment`` keyword arguments of one part, its refusals carrying Retry-After."""
+        return {**getattr(self, part).deployment_options(), "backpressure_config": self.backpressure_config()}
+
+    def backpressure_config(self) -> dict[str, Any]:
+        """Ray Serve's answer to a request past a full queue: 503 with Retry-After."""
+        return {"status_code": 503, "retry_after_s": self.retry_after_s}
 
 
 class RetrievalConfig(_Section):

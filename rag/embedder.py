@@ -56,3 +56,10 @@ class SentenceTransformersEmbedder:
 
     def embed_queries(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts, self.cfg.query_prefix, self.cfg.batch_size)
+
+    def count_tokens(self, texts: list[str]) -> int:
+        """Tokens the model reads of ``texts`` as queries (after truncation to its max_seq_length): the usage an
+        embeddings response reports."""
+        if self.cfg.query_prefix:
+            texts = [self.cfg.query_prefix + t for t in texts]
+        return int(self.model.tokenize(texts)["attention_mask"].sum())

@@ -19,7 +19,9 @@ OUTPUT_FIELDS = ["text", *METADATA_FIELDS]
 logger = logging.getLogger(__name__)
 COLLECTION_NOT_LOADED = 101  # Milvus' error code (milvus-lite's too) for a search on a released collection
 SearchMode = Literal["dense", "bm25", "hybrid"]
-NO_CONTROL_CHARS = r"^[^\x00-\x1f\x7f]*$"
+# No control characters (a newline would end the quoted string in the Milvus expression) and no backslash (Milvus'
+# LIKE reads it as an escape, and its own matching of an escaped one is unreliable).
+PREFIX_CHARS = r"^[^\x00-\x1f\x7f\\]*$"
 
 
 class RetrievalFilter(BaseModel):
@@ -27,18 +29,18 @@ class RetrievalFilter(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    # No control characters: a newline would end the quoted string in the Milvus expression.
     url_prefix: str | None = Field(
-        None, pattern=NO_CONTROL_CHARS, description="Only passages whose URL starts with this."
+        None, pattern=PREFIX_CHARS, description="Only passages whose URL starts with this (no backslash)."
     )
     source_prefix: str | None = Field(
-        None, pattern=NO_CONTROL_CHARS, description="Only passages whose corpus path starts with this."
+        None, pattern=PREFIX_CHARS, description="Only passages whose corpus path starts with this (no backslash)."
     )
     doc_type: list[Literal["html", "markdown", "text"]] | None = Field(None, description="Only these document types.")
 
 
-class Source(BaseModel):
-    """A retrieved passage as the API returns it; ``index`` is the number the answer cites as [index]."""
+class SourceRef(BaseModel):
+    """Where a retrieved passage comes from; ``index`` is the number the answer cites as [index]. A chat answer
+    returns these (the model has read the text)."""
 
     index: int
     id: str
@@ -48,6 +50,11 @@ class Source(BaseModel):
     source: str
     doc_type: str
     score: float
+
+
+class Source(SourceRef):
+    """A retrieved passage with its text, as /v1/retrieve returns it."""
+
     text: str
 
 
@@ -68,15 +75,20 @@ def _quote(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching exactly the strings that start with ``prefix``: its own % and _ are literal."""
+    return prefix.replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def filter_expr(flt: RetrievalFilter | None) -> str:
     """A Milvus boolean expression from the structured filter (never from raw user text)."""
     if flt is None:
         return ""
     clauses = []
     if flt.url_prefix:
-        clauses.append(f"url like {_quote(flt.url_prefix + '%')}")
+        clauses.append(f"url like {_quote(_like_prefix(flt.url_prefix))}")
     if flt.source_prefix:
-        clauses.append(f"source like {_quote(flt.source_prefix + '%')}")
+        clauses.append(f"source like {_quote(_like_prefix(flt.source_prefix))}")
     if flt.doc_type:
         clauses.append(f"doc_type in [{', '.join(_quote(t) for t in flt.doc_type)}]")
     return " and ".join(clauses)

@@ -27,7 +27,7 @@ def build_rag_app(cfg: RagConfig, model_source: str | None = None) -> Applicatio
 
     model_source = model_source or cfg.llm.model_source
     llm = build_llm_deployment(
-        LLMConfig(**llm_config_kwargs(cfg.llm, model_source)),
+        LLMConfig(**llm_config_kwargs(cfg, model_source)),
         name_prefix="LLMServer:",
         **llm_server_options(cfg.llm),
     )

@@ -35,7 +35,7 @@ class QueryEmbedder(_Batching):
 
     @staticmethod
     def get_deployment_options(cfg: RagConfig) -> dict[str, Any]:
-        return {"name": "QueryEmbedder", **cfg.serve.embedder.deployment_options()}
+        return {"name": "QueryEmbedder", **cfg.serve.deployment_options("embedder")}
 
     def __init__(self, cfg: RagConfig):
         import torch
@@ -60,13 +60,16 @@ class QueryEmbedder(_Batching):
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return list(await asyncio.gather(*(self.embed_one(t) for t in texts)))
 
+    async def count_tokens(self, texts: list[str]) -> int:
+        return await asyncio.to_thread(self.embedder.count_tokens, texts)
+
 
 class Retriever(_Batching):
     """Searches with Serve's dynamic batching: concurrent questions share one Milvus call per search kind."""
 
     @staticmethod
     def get_deployment_options(cfg: RagConfig) -> dict[str, Any]:
-        return {"name": "Retriever", **cfg.serve.retriever.deployment_options()}
+        return {"name": "Retriever", **cfg.serve.deployment_options("retriever")}
 
     def __init__(self, cfg: RagConfig):
         self.retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim, cfg.retrieval)
@@ -89,7 +92,7 @@ class RagIngress:
 
     @staticmethod
     def get_deployment_options(cfg: RagConfig) -> dict[str, Any]:
-        return {"name": "RagIngress", **cfg.serve.ingress.deployment_options()}
+        return {"name": "RagIngress", **cfg.serve.deployment_options("ingress")}
 
     def __init__(
         self,
@@ -101,14 +104,17 @@ class RagIngress:
     ):
         from transformers import AutoTokenizer
 
+        # A missing or empty keys file fails the replica at start, naming the file: never an open endpoint.
+        self.api_keys = cfg.serve.api_keys()
         llm_stream = llm.options(stream=True)  # LLMServer.chat is a generator: without stream=True it raises
         self.service = RagService(
             cfg,
             embed=lambda texts: embedder.embed.remote(texts),
+            count_tokens=lambda texts: embedder.count_tokens.remote(texts),
             retrieve=lambda q, v, mode, k, flt: retriever.retrieve.remote(q, v, mode, k, flt),
             generate=lambda request: llm_stream.chat.remote(request),
             prompt=PromptBuilder(AutoTokenizer.from_pretrained(model_source), max_model_len=cfg.llm.max_model_len),
         )
 
     async def __serve_build_asgi_app__(self):
-        return build_fastapi(self.service)
+        return build_fastapi(self.service, self.api_keys)

@@ -12,43 +12,86 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from rag.config import RagConfig
 from serve_app.errors import (
     APIError,
+    ErrorResponse,
     bad_request,
     from_engine_error,
     from_stream_failure,
     install_error_handlers,
+    over_limit,
     remote_cause,
     unavailable,
-    validated,
+    unavailable_as_api_error,
 )
+from serve_app.guards import LimitBody, RequireApiKey
 from serve_app.metrics import ServingMetrics
 from serve_app.prompt import PromptBuilder
 from serve_app.protocol import (
     ChatCompletionRequest,
+    ChatRequest,
+    ChatResponse,
     EmbeddingsRequest,
+    EmbeddingsResponse,
     EngineErrorResponse,
+    RetrievalFields,
     RetrievalFilter,
     RetrievalOptions,
     RetrieveRequest,
+    RetrieveResponse,
     SearchMode,
     Source,
+    SourceRef,
     StreamOptions,
 )
 
 EmbedFn = Callable[[list[str]], Awaitable[list[list[float]]]]
+CountTokensFn = Callable[[list[str]], Awaitable[int]]
 RetrieveFn = Callable[[str, list[float] | None, SearchMode, int, RetrievalFilter | None], Awaitable[list[Source]]]
 GenerateFn = Callable[[ChatCompletionRequest], AsyncIterator[Any]]
-EXTRA_FIELDS = tuple(RetrievalOptions.model_fields)
+RETRIEVAL_FIELDS = frozenset(RetrievalFields.model_fields)
 CONVERSATION_ROLES = ("user", "assistant")
-MAX_EMBEDDING_INPUTS = 2048  # OpenAI's own limit per request
-CHAT_SOURCE_FIELDS = {"index", "id", "url", "title", "heading", "source", "doc_type", "score"}
+CHAT_SOURCE_FIELDS = set(SourceRef.model_fields)
 READY_QUESTION = "ready?"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away, as the request counter records it
+PROMPT_IS_OURS = "the server builds the prompt from the retrieved passages"
+# OpenAI and vLLM parameters that would change the answer, or how its prompt is built, and that this endpoint does
+# not support: sent with anything but their default, they get a 400 naming them, never an answer that ignored them.
+UNSUPPORTED_PARAMETERS = {
+    "n": "one answer per request, with its sources (n=1)",
+    "tools": "tool calling is not supported",
+    "tool_choice": "tool calling is not supported",
+    "functions": "tool calling is not supported",
+    "function_call": "tool calling is not supported",
+    "use_beam_search": "beam search is not supported",
+    "chat_template": PROMPT_IS_OURS,
+    "chat_template_kwargs": PROMPT_IS_OURS,
+    "documents": PROMPT_IS_OURS,
+    "add_generation_prompt": PROMPT_IS_OURS,
+    "continue_final_message": PROMPT_IS_OURS,
+    "echo": PROMPT_IS_OURS,
+    "add_special_tokens": PROMPT_IS_OURS,
+    "mm_processor_kwargs": "only text is served",
+    "media_io_kwargs": "only text is served",
+    "priority": "requests are served in arrival order",
+    "kv_transfer_params": "an engine-internal parameter",
+    "ec_transfer_params": "an engine-internal parameter",
+    "vllm_xargs": "an engine-internal parameter",
+}
+OPENAI_ERRORS = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in (
+        (400, "A request this endpoint refuses: invalid, unsupported, or past one of serve.limits."),
+        (401, "A missing or wrong API key (when serve.api_keys_file is set)."),
+        (404, "An unknown model."),
+        (413, "A body past serve.limits.max_body_bytes."),
+        (503, "A full queue or a part that is down: retry after Retry-After seconds."),
+    )
+}
 
 
 def _text_of(content: Any) -> str:
@@ -73,48 +116,73 @@ class RagService:
         cfg: RagConfig,
         *,
         embed: EmbedFn,
+        count_tokens: CountTokensFn,
         retrieve: RetrieveFn,
         generate: GenerateFn,
         prompt: PromptBuilder,
         metrics: ServingMetrics | None = None,
     ):
         self.cfg = cfg
+        self.limits = cfg.serve.limits
         self.embed = embed
+        self.count_tokens = count_tokens
         self.retrieve_fn = retrieve
         self.generate = generate
         self.prompt = prompt
         self.metrics = metrics or ServingMetrics()
 
     # ---- validation -------------------------------------------------------------------------------------
-    def _check_model(self, model: Any) -> None:
-        if model is not None and model != self.cfg.llm.model_id:
+    @staticmethod
+    def _check_model(model: str | None, served: str) -> None:
+        if model is not None and model != served:
             raise APIError(
                 404,
-                f"The model `{model}` does not exist; this server serves `{self.cfg.llm.model_id}`.",
-                type="NotFoundError",
+                f"The model `{model}` does not exist; this endpoint serves `{served}`.",
                 param="model",
                 code="model_not_found",
             )
 
-    def parse_chat(self, body: Any) -> tuple[ChatCompletionRequest, RetrievalOptions, list[dict[str, Any]], str]:
-        """The engine request, our retrieval extras, the conversation and the query (the last user turn)."""
-        if not isinstance(body, dict):
-            raise bad_request("the request body must be a JSON object")
-        body = dict(body)
-        options = validated(RetrievalOptions, {k: body.pop(k) for k in EXTRA_FIELDS if k in body})
-        self._check_model(body.get("model"))
-        messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise bad_request("messages must be a non-empty list", param="messages")
-        request = validated(ChatCompletionRequest, {**body, "model": self.cfg.llm.model_id})
+    @staticmethod
+    def _refuse_unsupported(request: ChatRequest) -> None:
+        extra = request.model_extra or {}
+        for name, reason in UNSUPPORTED_PARAMETERS.items():
+            field = ChatRequest.model_fields.get(name)
+            sent = name in request.model_fields_set if field else extra.get(name) is not None
+            if sent and (field is None or getattr(request, name) != field.get_default(call_default_factory=True)):
+                raise bad_request(f"`{name}` is not supported: {reason}", param=name, code="unsupported_parameter")
 
+    def _check_text(self, text: str, param: str) -> None:
+        if len(text) > self.limits.max_message_chars:
+            raise over_limit("max_message_chars", len(text), self.limits.max_message_chars, param)
+
+    def _check_retrieval(self, options: RetrievalFields) -> None:
+        if options.top_k is not None and options.top_k > self.limits.max_top_k:
+            raise over_limit("max_top_k", options.top_k, self.limits.max_top_k, "top_k")
+        if options.filter is not None:
+            size = len(options.filter.model_dump_json(exclude_none=True))
+            if size > self.limits.max_filter_chars:
+                raise over_limit("max_filter_chars", size, self.limits.max_filter_chars, "filter")
+
+    def parse_chat(self, request: ChatRequest) -> tuple[RetrievalOptions, list[dict[str, Any]], str]:
+        """Our retrieval extras, the conversation and the query (the last user turn), each checked against the
+        limits; a 400 naming what is wrong, before any work is paid for."""
+        self._check_model(request.model, self.cfg.llm.model_id)
+        self._refuse_unsupported(request)
+        self._check_retrieval(request)
+        messages = request.messages
+        if not messages:
+            raise bad_request("messages must be a non-empty list", param="messages")
+        if len(messages) > self.limits.max_messages:
+            raise over_limit("max_messages", len(messages), self.limits.max_messages, "messages")
         system_parts, conversation = [], []
         for i, message in enumerate(messages):
-            role = message.get("role") if isinstance(message, dict) else None
+            role = message.get("role")
+            text = _text_of(message.get("content"))
+            self._check_text(text, f"messages.{i}.content")
             if role == "system":
-                system_parts.append(_text_of(message.get("content")))
+                system_parts.append(text)
             elif role in CONVERSATION_ROLES:
-                conversation.append({"role": role, "content": _text_of(message.get("content"))})
+                conversation.append({"role": role, "content": text})
             else:
                 raise bad_request(
                     f"messages[{i}].role must be one of system, user, assistant; got {role!r}",
@@ -127,10 +195,26 @@ class RagService:
             raise bad_request("the last user message is empty", param="messages")
         if system_parts:  # the client's own instructions follow ours, in the one system message
             conversation.insert(0, {"role": "system", "content": "\n\n".join(system_parts)})
-        return request, options, conversation, query
+        options = RetrievalOptions(top_k=request.top_k, search=request.search, filter=request.filter)
+        return options, conversation, query
+
+    def max_tokens_of(self, request: ChatRequest) -> int:
+        asked = (request.max_completion_tokens, request.max_tokens)
+        max_tokens = next((n for n in asked if n is not None), self.cfg.llm.max_tokens)
+        if max_tokens < 1:
+            raise bad_request(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
+        if max_tokens > self.limits.max_tokens:
+            raise over_limit("max_tokens", max_tokens, self.limits.max_tokens, "max_tokens")
+        if max_tokens >= self.cfg.llm.max_model_len:
+            raise bad_request(
+                f"max_tokens must be below the context of {self.cfg.llm.max_model_len}",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        return max_tokens
 
     # ---- retrieval --------------------------------------------------------------------------------------
-    async def sources_for(self, query: str, options: RetrievalOptions) -> list[Source]:
+    async def sources_for(self, query: str, options: RetrievalFields) -> list[Source]:
         """One Retriever call per question: for hybrid it runs both searches and fuses them, so concurrent
         questions share its Milvus calls and only the top_k passages travel back."""
         mode = options.search or self.cfg.serve.search
@@ -141,8 +225,9 @@ class RagService:
         self.metrics.retrieval(mode, time.perf_counter() - started)
         return sources
 
-    async def retrieve(self, body: Any) -> dict[str, Any]:
-        request = validated(RetrieveRequest, body)
+    async def retrieve(self, request: RetrieveRequest) -> dict[str, Any]:
+        self._check_text(request.query, "query")
+        self._check_retrieval(request)
         sources = await self.sources_for(request.query, request)
         return {
             "object": "list",
@@ -150,61 +235,56 @@ class RagService:
             "data": [s.model_dump() for s in sources],
         }
 
-    async def embeddings(self, body: Any) -> dict[str, Any]:
-        request = validated(EmbeddingsRequest, body)
+    async def embeddings(self, request: EmbeddingsRequest) -> dict[str, Any]:
+        self._check_model(request.model, self.cfg.embedder.model)
         texts = [request.input] if isinstance(request.input, str) else request.input
-        if not texts or not all(isinstance(t, str) and t for t in texts):
+        if not texts or not all(texts):
             raise bad_request("input must be a non-empty string or list of non-empty strings", param="input")
-        if len(texts) > MAX_EMBEDDING_INPUTS:
-            raise bad_request(
-                f"input holds {len(texts)} texts; at most {MAX_EMBEDDING_INPUTS} per request", param="input"
-            )
-        vectors = await self.embed(texts)
+        if len(texts) > self.limits.max_embedding_inputs:
+            raise over_limit("max_embedding_inputs", len(texts), self.limits.max_embedding_inputs, "input")
+        for i, text in enumerate(texts):
+            self._check_text(text, f"input.{i}")
+        vectors, tokens = await asyncio.gather(self.embed(texts), self.count_tokens(texts))
         return {
             "object": "list",
             "model": self.cfg.embedder.model,
             "data": [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)],
-            "usage": {"prompt_tokens": 0, "total_tokens": 0},
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
 
     def models(self) -> dict[str, Any]:
+        chat = {"id": self.cfg.llm.model_id, "max_model_len": self.cfg.llm.max_model_len}
+        embedder = {"id": self.cfg.embedder.model}
         return {
             "object": "list",
-            "data": [
-                {
-                    "id": self.cfg.llm.model_id,
-                    "object": "model",
-                    "created": 0,
-                    "owned_by": "rag",
-                    "max_model_len": self.cfg.llm.max_model_len,
-                },
-            ],
+            "data": [{**model, "object": "model", "created": 0, "owned_by": "rag"} for model in (chat, embedder)],
         }
 
     # ---- chat -------------------------------------------------------------------------------------------
-    async def chat(self, body: Any) -> dict[str, Any] | AsyncIterator[str]:
+    async def chat(self, request: ChatRequest) -> dict[str, Any] | AsyncIterator[str]:
         """A response body, or an SSE stream whose first event carries the sources."""
         arrived = time.perf_counter()
-        request, options, conversation, query = self.parse_chat(body)
-        asked = (request.max_completion_tokens, request.max_tokens)
-        max_tokens = next((n for n in asked if n is not None), self.cfg.llm.max_tokens)
-        if max_tokens < 1:
-            raise bad_request(f"max_tokens must be at least 1, got {max_tokens}", param="max_tokens")
-        if max_tokens >= self.cfg.llm.max_model_len:
-            raise bad_request(
-                f"max_tokens must be below the context of {self.cfg.llm.max_model_len}",
-                param="max_tokens",
-                code="context_length_exceeded",
-            )
+        options, conversation, query = self.parse_chat(request)
+        max_tokens = self.max_tokens_of(request)
         used = self.prompt.check(conversation, max_tokens=max_tokens)  # a too-long conversation fails before retrieval
         sources = await self.sources_for(query, options)
         messages, sources = self.prompt.build(conversation, sources, max_tokens=max_tokens, used=used)
-        update: dict[str, Any] = {"messages": messages, "max_tokens": max_tokens, "max_completion_tokens": None}
+        update: dict[str, Any] = {
+            "model": self.cfg.llm.model_id,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "max_completion_tokens": None,
+            "top_k": None,  # ours counts passages; the engine keeps its sampling default
+        }
         client_wants_usage = bool(request.stream_options and request.stream_options.include_usage)
         if request.stream:  # the engine's final usage event counts the tokens; the client sees it only if it asked
             asked_options = request.stream_options or StreamOptions()
             update["stream_options"] = asked_options.model_copy(update={"include_usage": True})
-        engine_request = request.model_copy(update=update)
+        # vLLM's own request class, without our extras: the engine needs nothing of ours to unpickle it.
+        values = {name: value for name, value in vars(request).items() if name in ChatCompletionRequest.model_fields}
+        engine_request = ChatCompletionRequest.model_construct(
+            request.model_fields_set - RETRIEVAL_FIELDS, **{**values, **update}
+        )
         source_dicts = [s.model_dump(include=CHAT_SOURCE_FIELDS) for s in sources]
         self.metrics.passages_returned(len(sources))
         stream = self.generate(engine_request)
@@ -301,44 +381,76 @@ class RagService:
         return {"status": "ready", "parts": parts}
 
 
-def build_fastapi(service: RagService) -> FastAPI:
-    """The HTTP routes: a few lines each over ``RagService``; errors leave through the handlers in errors.py."""
-    app = FastAPI(title="RAG on Ray", version="0.1.0")
-    install_error_handlers(app, on_error=lambda error: service.metrics.error(error.type))
+def build_fastapi(service: RagService, api_keys: list[str] | None = None) -> FastAPI:
+    """The HTTP routes: typed bodies, a few lines each over ``RagService``; errors leave through the handlers
+    in errors.py, so ``/openapi.json`` describes the API as it answers. ``api_keys``: the keys a request needs."""
+    serve_cfg = service.cfg.serve
+    app = FastAPI(title="RAG on Ray", version="0.1.0", responses=OPENAI_ERRORS)
+    build_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema without its 422: a body that does not validate gets OpenAI's 400 here."""
+        if app.openapi_schema is None:
+            schema = build_schema()
+            for operation in (op for path in schema["paths"].values() for op in path.values()):
+                operation["responses"].pop("422", None)
+            for name in ("HTTPValidationError", "ValidationError"):
+                schema["components"]["schemas"].pop(name, None)
+        return app.openapi_schema
+
+    app.openapi = openapi
+
+    def on_error(error: APIError) -> None:
+        service.metrics.error(error.kind)
+
+    install_error_handlers(app, retry_after_s=serve_cfg.retry_after_s, on_error=on_error)
+    # Outermost first: count every request, then the key, then the body size; the body is read only for a caller
+    # with a key, and parsed only when it is within the limit.
+    app.add_middleware(
+        LimitBody, max_bytes=serve_cfg.limits.max_body_bytes, on_error=on_error, retry_after_s=serve_cfg.retry_after_s
+    )
+    if api_keys:
+        app.add_middleware(RequireApiKey, keys=api_keys, on_error=on_error, retry_after_s=serve_cfg.retry_after_s)
     app.add_middleware(CountRequests, metrics=service.metrics)
+    streamed = {"text/event-stream": {"schema": {"type": "string"}, "example": "data: {...}\n\n"}}
 
-    async def json_body(request: Request) -> Any:
-        try:
-            return json.loads(await request.body())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise bad_request(f"invalid JSON body: {e}") from None
-
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request):
-        result = await service.chat(await json_body(request))
+    @app.post(
+        "/v1/chat/completions",
+        response_model=None,
+        responses={200: {"model": ChatResponse, "content": streamed, "description": "The answer, or its SSE stream."}},
+    )
+    @unavailable_as_api_error
+    async def chat_completions(request: ChatRequest) -> JSONResponse | StreamingResponse:
+        """OpenAI's chat completions over the retrieved passages; the answer (or the stream's first event) carries
+        them as ``sources``. Extras: ``top_k``, ``search``, ``filter``."""
+        result = await service.chat(request)
         if isinstance(result, dict):
             return JSONResponse(result)
         return StreamingResponse(result, media_type="text/event-stream")
 
     @app.get("/v1/models")
-    async def models():
+    async def models() -> dict[str, Any]:
         return service.models()
 
-    @app.post("/v1/embeddings")
-    async def embeddings(request: Request):
-        return await service.embeddings(await json_body(request))
+    @app.post("/v1/embeddings", response_model=EmbeddingsResponse)
+    @unavailable_as_api_error
+    async def embeddings(request: EmbeddingsRequest) -> dict[str, Any]:
+        return await service.embeddings(request)
 
-    @app.post("/v1/retrieve")
-    async def retrieve(request: Request):
-        return await service.retrieve(await json_body(request))
+    @app.post("/v1/retrieve", response_model=RetrieveResponse)
+    @unavailable_as_api_error
+    async def retrieve(request: RetrieveRequest) -> dict[str, Any]:
+        """The passages a question retrieves, with their text, without generating."""
+        return await service.retrieve(request)
 
     @app.get("/healthz")
-    async def healthz():
-        """Liveness: the ingress answers. Readiness is /readyz."""
+    async def healthz() -> dict[str, Any]:
+        """Liveness: the ingress answers (no key needed). Readiness is /readyz."""
         return {"status": "ok", "time": int(time.time())}
 
     @app.get("/readyz")
-    async def readyz():
+    async def readyz() -> dict[str, Any]:
+        """Readiness: the embedder, Milvus and the engine each answer a real call; else a 503 naming them."""
         return await service.ready()
 
     return app

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rag.config import LLMConfig as RagLLMConfig
+from rag.config import RagConfig
 
 PACKAGED_SMOLLM2 = "smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -37,13 +38,17 @@ def prepare_model_source(cfg: RagLLMConfig) -> str:
     return str(target)
 
 
-def llm_config_kwargs(cfg: RagLLMConfig, model_source: str) -> dict[str, Any]:
-    """Arguments of ``ray.serve.llm.LLMConfig``; kept as plain data so tests can check them without vLLM."""
+def llm_config_kwargs(rag_cfg: RagConfig, model_source: str) -> dict[str, Any]:
+    """Arguments of ``ray.serve.llm.LLMConfig``; kept as plain data so tests can check them without vLLM. A
+    request past the engines' queue is refused as every deployment's is (``ServeConfig.backpressure_config``)."""
+    cfg = rag_cfg.llm
     engine_kwargs: dict[str, Any] = {"max_model_len": cfg.max_model_len}
     if cfg.max_num_batched_tokens:
         engine_kwargs["max_num_batched_tokens"] = cfg.max_num_batched_tokens
     deployment_config: dict[str, Any] = {
         "max_ongoing_requests": cfg.max_ongoing_requests,
+        "max_queued_requests": cfg.max_queued_requests,
+        "backpressure_config": rag_cfg.serve.backpressure_config(),
         "autoscaling_config": {
             "min_replicas": cfg.min_replicas,
             "max_replicas": cfg.max_replicas,

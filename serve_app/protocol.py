@@ -3,14 +3,15 @@ only, because vLLM moves them between releases; our own extras (retrieval option
 
 from __future__ import annotations
 
-from typing import get_args
+from typing import Any, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray.serve.llm.openai_api_models import ChatCompletionRequest, ChatCompletionResponse
 from vllm.entrypoints.serve.engine.protocol import ErrorResponse as EngineErrorResponse
+from vllm.exceptions import VLLMClientError
 from vllm.v1.engine.exceptions import EngineDeadError
 
-from rag.search import RetrievalFilter, SearchMode, Source
+from rag.search import RetrievalFilter, SearchMode, Source, SourceRef
 
 # vLLM's StreamOptions, found through the request's own field rather than the module it lives in this release.
 StreamOptions = next(
@@ -28,18 +29,40 @@ __all__ = [
     "SearchMode",
     "Source",
     "StreamOptions",
+    "VLLMClientError",
+    "ChatRequest",
+    "ChatResponse",
+    "SourceRef",
     "EmbeddingsRequest",
+    "EmbeddingsResponse",
+    "RetrieveResponse",
 ]
 
 
-class RetrievalOptions(BaseModel):
-    """The request extras we accept in an OpenAI body; ChatCompletionRequest lets unknown fields pass silently."""
+class RetrievalFields(BaseModel):
+    """The retrieval extras an OpenAI body may carry (``top_k`` here counts passages, not vLLM's sampling)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    top_k: int | None = Field(None, ge=1, le=100, description="Passages to retrieve.")
+    top_k: int | None = Field(None, ge=1, description="Passages to retrieve (at most serve.limits.max_top_k).")
     search: SearchMode | None = Field(None, description="dense, bm25 or hybrid.")
     filter: RetrievalFilter | None = None
+
+
+class RetrievalOptions(RetrievalFields):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChatRequest(ChatCompletionRequest, RetrievalFields):
+    """vLLM's OpenAI chat request plus the retrieval extras: the typed body of /v1/chat/completions."""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _malformed_is_invalid(cls, data: Any, handler: Any) -> Any:
+        # Some of vLLM's validators run before the fields are checked and fail on a malformed body (`messages:
+        # null` raises TypeError): that is a bad request, so say it as pydantic's error and answer a 400.
+        try:
+            return handler(data)
+        except (TypeError, AttributeError, KeyError) as e:
+            raise ValueError(f"malformed request: {type(e).__name__}: {e}") from None
 
 
 class RetrieveRequest(RetrievalOptions):
@@ -50,4 +73,34 @@ class EmbeddingsRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     input: str | list[str] = Field(description="Text or texts to embed.")
-    model: str | None = None
+    model: str | None = Field(None, description="The embedding model's id, as /v1/models lists it.")
+
+
+class ChatResponse(ChatCompletionResponse):
+    """vLLM's chat response plus the passages it was given; a stream carries them in its first event."""
+
+    sources: list[SourceRef]
+
+
+class RetrieveResponse(BaseModel):
+    object: str = "list"
+    search: SearchMode
+    data: list[Source]
+
+
+class Embedding(BaseModel):
+    object: str = "embedding"
+    index: int
+    embedding: list[float]
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: str = "list"
+    model: str
+    data: list[Embedding]
+    usage: EmbeddingUsage

@@ -33,14 +33,18 @@ class AppArgs(BaseModel):
     overrides: dict[str, Any] = Field(default_factory=dict, description="RagConfig fields that win over the file.")
 
 
+def serve_host(cfg: RagConfig, target: ServeTarget) -> str:
+    """Where the proxies listen: ``serve.host`` locally, every interface on a cluster."""
+    return "0.0.0.0" if target == "cluster" else cfg.serve.host
+
+
 def serve_config(cfg: RagConfig, config_file: str, target: ServeTarget = "local") -> dict[str, Any]:
     """The Serve YAML for a config file and a deployment target, args pointing back at the file. ``local``: one
     proxy on the head at ``serve.host``; ``cluster`` (KubeRay, the cluster launcher): a proxy on every node,
     listening on all interfaces, so the Kubernetes service and a load balancer reach each of them."""
-    cluster = target == "cluster"
     return {
-        "proxy_location": "EveryNode" if cluster else "HeadOnly",
-        "http_options": {"host": "0.0.0.0" if cluster else cfg.serve.host, "port": cfg.serve.port},
+        "proxy_location": "EveryNode" if target == "cluster" else "HeadOnly",
+        "http_options": {"host": serve_host(cfg, target), "port": cfg.serve.port},
         "applications": [
             {
                 "name": APP_NAME,

@@ -270,7 +270,7 @@ def test_readiness_is_503_until_a_chat_can_succeed_then_200(deployed):
     statuses = deployed["statuses"]
     not_ready = [text for status, text in statuses if status == 503 and "not ready" in text]
     assert not_ready, statuses[:10]  # the ingress answered while a part (the engine) could not yet
-    assert "engine" in not_ready[0] and json.loads(not_ready[0])["error"]["type"] == "service_unavailable"
+    assert "engine" in not_ready[0] and json.loads(not_ready[0])["error"]["code"] == "service_unavailable"
     assert statuses[-1][0] == 200 and json.loads(statuses[-1][1])["parts"] == {
         "embedder": "ok",
         "milvus": "ok",

@@ -79,9 +79,12 @@ def test_yaml_round_trip():
 def test_deployment_options_fixed_or_autoscaled():
     from rag.config import DeploymentConfig
 
-    fixed = DeploymentConfig(min_replicas=2, max_replicas=2, max_ongoing_requests=8, num_cpus=0.5, num_gpus=0.25)
+    fixed = DeploymentConfig(
+        min_replicas=2, max_replicas=2, max_ongoing_requests=8, max_queued_requests=4, num_cpus=0.5, num_gpus=0.25
+    )
     assert fixed.deployment_options() == {
         "max_ongoing_requests": 8,
+        "max_queued_requests": 4,
         "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 0.25},
         "num_replicas": 2,
     }

@@ -17,6 +17,7 @@ from serve_app.errors import APIError
 from serve_app.ingress import RagService, build_fastapi
 from serve_app.metrics import ServingMetrics
 from serve_app.prompt import PromptBuilder
+from serve_app.protocol import ChatRequest
 
 SOURCE = Source(
     index=1,
@@ -82,11 +83,15 @@ def service(
     retrieve=None,
     generate=None,
     ready_timeout_s: float = 10,
+    serve: dict[str, Any] | None = None,
 ) -> tuple[RagService, Recorder, list[Any]]:
     engine_requests: list[Any] = []
 
     async def default_embed(texts):
         return [[0.1] * 384 for _ in texts]
+
+    async def count_tokens(texts):
+        return sum(len(t.split()) for t in texts)
 
     async def default_retrieve(query, vector, mode, top_k, flt):
         return [SOURCE]
@@ -97,10 +102,11 @@ def service(
             yield batch
 
     metrics = Recorder()
-    cfg = RagConfig.load(None, {"serve": {"ready_timeout_s": ready_timeout_s}})
+    cfg = RagConfig.load(None, {"serve": {"ready_timeout_s": ready_timeout_s, **(serve or {})}})
     rag = RagService(
         cfg,
         embed=embed or default_embed,
+        count_tokens=count_tokens,
         retrieve=retrieve or default_retrieve,
         generate=generate or default_generate,
         prompt=prompt,
@@ -112,7 +118,7 @@ def service(
 def chat(rag: RagService, **extra: Any) -> list[dict]:
     async def run() -> list[str]:
         body = {"model": "rag", "messages": [{"role": "user", "content": "Who grants privileges?"}], **extra}
-        return [chunk async for chunk in await rag.chat(body)]
+        return [chunk async for chunk in await rag.chat(ChatRequest.model_validate(body))]
 
     text = "".join(asyncio.run(run()))
     return [json.loads(line[6:]) for line in text.split("\n\n") if line.startswith("data: {")]
@@ -181,3 +187,185 @@ def test_requests_are_counted_by_route_template_and_status(prompt):
     assert [kind for (kind,) in metrics.of("error")] == ["invalid_request_error"] * 3
     too_long = client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "word " * 3000}]})
     assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_api_keys_guard_every_route_but_liveness(prompt, tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text("# the team's keys\nkey-one\n\nkey-two\n")
+    rag, metrics, _ = service(prompt, stream=vllm_stream())
+    client = TestClient(
+        build_fastapi(rag, RagConfig.load(None, {"serve": {"api_keys_file": str(keys)}}).serve.api_keys())
+    )
+    body = {"model": "rag", "messages": [{"role": "user", "content": "hi"}]}
+    assert client.get("/healthz").status_code == 200
+    for headers in (
+        {},
+        {"Authorization": "Bearer key-thre"},
+        {"Authorization": "key-one"},
+        {"Authorization": "Bearer "},
+    ):
+        for path, method in (("/v1/chat/completions", "post"), ("/v1/models", "get"), ("/readyz", "get")):
+            response = client.request(method, path, json=body, headers=headers)
+            assert response.status_code == 401, (path, headers)
+            assert response.headers["www-authenticate"] == "Bearer"
+            error = response.json()["error"]
+            assert error["code"] == "invalid_api_key" and error["type"] == "invalid_request_error"
+            assert "key-" not in response.text  # nothing of a key is echoed
+    assert client.get("/v1/models", headers={"Authorization": "Bearer key-two"}).status_code == 200
+    assert client.get("/v1/models", headers={"Authorization": "bearer  key-one "}).status_code == 200
+    assert ("/healthz", 200) in metrics.of("request") and ("unmatched", 401) in metrics.of("request")
+
+
+def test_a_keys_file_without_keys_is_an_error_not_an_open_endpoint(tmp_path):
+    from rag.config import ConfigError
+
+    (tmp_path / "empty").write_text("# none yet\n\n")
+    for path in (tmp_path / "empty", tmp_path / "missing"):
+        with pytest.raises(ConfigError, match="api_keys_file"):
+            RagConfig.load(None, {"serve": {"api_keys_file": str(path)}}).serve.api_keys()
+
+
+def test_open_endpoint_warning_only_beyond_loopback_without_keys():
+    cfg = RagConfig.load(None).serve
+    assert cfg.open_endpoint_warning("127.0.0.1") is None
+    assert "no API keys" in cfg.open_endpoint_warning("0.0.0.0")
+    assert cfg.model_copy(update={"api_keys_file": "/k"}).open_endpoint_warning("0.0.0.0") is None
+
+
+def test_a_body_past_the_limit_is_refused_before_it_is_read(prompt):
+    parsed = []
+    rag, _, _ = service(prompt, serve={"limits": {"max_body_bytes": 1000}})
+    original = rag.parse_chat
+    rag.parse_chat = lambda request: parsed.append(request) or original(request)
+    client = TestClient(build_fastapi(rag))
+    big = {"model": "rag", "messages": [{"role": "user", "content": "x" * 2000}]}
+    declared = client.post("/v1/chat/completions", json=big)
+    assert declared.status_code == 413 and "serve.limits.max_body_bytes" in declared.json()["error"]["message"]
+
+    def chunked():  # no Content-Length: refused once the bytes read pass the limit
+        yield b'{"model": "rag", "messages": [{"role": "user", "content": "'
+        for _ in range(100):
+            yield b"x" * 100
+
+    streamed = client.post("/v1/chat/completions", content=chunked(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413 and streamed.json()["error"]["code"] == "limit_exceeded"
+    assert parsed == []
+
+
+def limits_client(prompt) -> TestClient:
+    limits = {"max_messages": 3, "max_message_chars": 50, "max_tokens": 64, "max_top_k": 10, "max_filter_chars": 40}
+    rag, _, _ = service(prompt, stream=vllm_stream(), serve={"limits": {**limits, "max_embedding_inputs": 4}})
+    return TestClient(build_fastapi(rag))
+
+
+def user(text: str = "hi") -> dict[str, str]:
+    return {"role": "user", "content": text}
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "limit"),
+    [
+        ("/v1/chat/completions", {"messages": [user()] * 4}, "max_messages"),
+        ("/v1/chat/completions", {"messages": [user("x" * 51)]}, "max_message_chars"),
+        ("/v1/chat/completions", {"messages": [user()], "max_tokens": 65}, "max_tokens"),
+        ("/v1/chat/completions", {"messages": [user()], "max_completion_tokens": 65}, "max_tokens"),
+        ("/v1/chat/completions", {"messages": [user()], "top_k": 11}, "max_top_k"),
+        ("/v1/chat/completions", {"messages": [user()], "filter": {"url_prefix": "x" * 40}}, "max_filter_chars"),
+        ("/v1/retrieve", {"query": "x" * 51}, "max_message_chars"),
+        ("/v1/retrieve", {"query": "x", "top_k": 11}, "max_top_k"),
+        ("/v1/embeddings", {"input": ["a"] * 5}, "max_embedding_inputs"),
+        ("/v1/embeddings", {"input": "x" * 51}, "max_message_chars"),
+    ],
+)
+def test_each_limit_is_a_400_naming_it(prompt, path, body, limit):
+    response = limits_client(prompt).post(path, json=body)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert error["code"] == "limit_exceeded" and f"serve.limits.{limit}" in error["message"]
+
+
+def test_within_the_limits_is_answered(prompt):
+    client = limits_client(prompt)
+    response = client.post(
+        "/v1/chat/completions", json={"messages": [user()] * 3, "max_tokens": 64, "top_k": 10, "stream": True}
+    )
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"n": 2}, "n"),
+        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
+        ({"tool_choice": "required"}, "tool_choice"),  # vLLM's own validator refuses it: a 400, not a 500
+        ({"functions": [{"name": "f"}]}, "functions"),
+        ({"use_beam_search": True}, "use_beam_search"),
+        ({"chat_template": "{{ 'pwned' }}"}, "chat_template"),
+        ({"continue_final_message": True, "add_generation_prompt": False}, "add_generation_prompt"),
+        ({"priority": -10}, "priority"),
+    ],
+)
+def test_parameters_that_would_change_the_answer_are_refused(prompt, extra, param):
+    rag, _, engine_requests = service(prompt, stream=vllm_stream())
+    response = TestClient(build_fastapi(rag)).post("/v1/chat/completions", json={"messages": [user()], **extra})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == param
+    assert response.json()["error"]["code"] == ("unsupported_parameter" if param != "tool_choice" else None)
+    assert engine_requests == []
+
+
+def test_their_defaults_pass_and_reach_the_engine_as_vllms_own_request(prompt):
+    from serve_app.protocol import ChatCompletionRequest
+
+    rag, _, engine_requests = service(prompt, stream=vllm_stream())
+    body = {"messages": [user()], "n": 1, "tool_choice": "none", "echo": False, "top_k": 2, "search": "bm25"}
+    body["stream"] = True
+    response = TestClient(build_fastapi(rag)).post("/v1/chat/completions", json=body)
+    assert response.status_code == 200, response.text
+    (sent,) = engine_requests
+    assert type(sent) is ChatCompletionRequest and sent.top_k is None  # our top_k counts passages, not samples
+    assert sent.model == "rag" and sent.max_tokens == 256 and "search" not in sent.model_fields_set
+
+
+def test_embeddings_name_their_model_and_count_tokens(prompt):
+    rag, _, _ = service(prompt)
+    client = TestClient(build_fastapi(rag))
+    model = rag.cfg.embedder.model
+    assert {m["id"] for m in client.get("/v1/models").json()["data"]} == {"rag", model}
+    response = client.post("/v1/embeddings", json={"model": model, "input": ["two words", "and three more"]})
+    assert response.status_code == 200, response.text
+    assert response.json()["usage"] == {"prompt_tokens": 5, "total_tokens": 5}
+    unknown = client.post("/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"})
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+
+
+def test_the_openapi_schema_describes_the_typed_api(prompt):
+    rag, _, _ = service(prompt)
+    schema = TestClient(build_fastapi(rag)).get("/openapi.json").json()
+    chat = schema["paths"]["/v1/chat/completions"]["post"]
+    assert chat["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/ChatRequest")
+    assert {"top_k", "search", "filter", "messages"} <= set(
+        schema["components"]["schemas"]["ChatRequest"]["properties"]
+    )
+    assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    for status in ("400", "401", "404", "413", "503"):
+        assert chat["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    embeddings = schema["paths"]["/v1/embeddings"]["post"]["responses"]["200"]["content"]["application/json"]
+    assert embeddings["schema"]["$ref"].endswith("/EmbeddingsResponse")
+    assert "422" not in json.dumps(schema["paths"])  # FastAPI's own; this API answers OpenAI's 400
+
+
+def test_validation_errors_are_openai_400s_not_fastapis_422(prompt):
+    rag, _, _ = service(prompt)
+    client = TestClient(build_fastapi(rag))
+    bodies = (
+        [1, 2],
+        {"messages": "hi"},
+        {"messages": None},
+        {"messages": [user()], "temperature": "hot"},
+        {"query": 5},
+    )
+    for body in bodies:
+        response = client.post("/v1/chat/completions" if "query" not in body else "/v1/retrieve", json=body)
+        assert response.status_code == 400, response.text
+        assert set(response.json()["error"]) == {"message", "type", "param", "code"}

@@ -298,9 +298,17 @@ def test_the_rayservice_serves_on_kubernetes():
     container = gpu_group["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert gpu_group["template"]["spec"]["tolerations"] or gpu_group["template"]["spec"]["nodeSelector"]
-    for group in cluster["workerGroupSpecs"]:  # readiness is the app's, end to end; liveness stays KubeRay's
+    keys_file = Path(RagConfig.load(REPO / "configs" / "gpu.yaml").serve.api_keys_file)
+    pods = [cluster["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in cluster["workerGroupSpecs"]]
+    for pod in pods:  # the endpoint's keys where any ingress replica may run, as the config names them
+        secret_volumes = {v["name"] for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "rag-api-keys"}
+        mounts = pod["containers"][0]["volumeMounts"]
+        assert any(m["name"] in secret_volumes and Path(m["mountPath"]) == keys_file.parent for m in mounts)
+    secret = next(d for d in documents("secrets.example.yaml") if d["metadata"]["name"] == "rag-api-keys")
+    assert keys_file.name in secret["stringData"]
+    for group in cluster["workerGroupSpecs"]:  # readiness is the app's, end to end, with a key; liveness KubeRay's
         probe = group["template"]["spec"]["containers"][0]["readinessProbe"]
-        assert probe["httpGet"] == {"path": "/readyz", "port": 8000}
+        assert probe["exec"]["command"] == ["rag", "ready", "--config", "configs/gpu.yaml", "--timeout", "0"]
 
 
 # ---- the GPU configuration, built offline -----------------------------------------------------------------
@@ -349,7 +357,7 @@ def test_every_config_builds_its_serve_app_offline(name, ray_cluster):
     from serve_app.llm import llm_config_kwargs
 
     cfg = RagConfig.load(REPO / "configs" / name)
-    llm = LLMConfig(**llm_config_kwargs(cfg.llm, cfg.llm.model_source))
+    llm = LLMConfig(**llm_config_kwargs(cfg, cfg.llm.model_source))
     if cfg.llm.accelerator == "gpu":
         assert llm.accelerator_type == cfg.llm.accelerator_type
         assert llm.engine_kwargs["tensor_parallel_size"] == 1
@@ -360,11 +368,16 @@ def test_every_config_builds_its_serve_app_offline(name, ray_cluster):
         settings = getattr(cfg.serve, role)
         deployment = deployments[deployment_name]
         assert deployment.max_ongoing_requests == settings.max_ongoing_requests
+        assert deployment.max_queued_requests == settings.max_queued_requests
+        assert deployment._deployment_config.backpressure_config.retry_after_s == cfg.serve.retry_after_s
         assert replica_demand(deployment) == (
             settings.max_replicas,
             {"CPU": settings.num_cpus, "GPU": settings.num_gpus},
         )
-    assert deployments[f"LLMServer:{cfg.llm.model_id}"].max_ongoing_requests == cfg.llm.max_ongoing_requests
+    engine = deployments[f"LLMServer:{cfg.llm.model_id}"]
+    assert engine.max_ongoing_requests == cfg.llm.max_ongoing_requests
+    assert engine.max_queued_requests == cfg.llm.max_queued_requests
+    assert engine._deployment_config.backpressure_config.retry_after_s == cfg.serve.retry_after_s
 
 
 @pytest.mark.integration

