@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -308,34 +310,60 @@ async def main_async(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "corpus" / "milvus-docs"))
-    parser.add_argument("--config", default=str(REPO / "configs" / "local.yaml"))
+    add_app_arguments(parser)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--rounds", type=int, default=3, help="rounds per N; figures pool all rounds")
     parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--milvus-dir", help="keep Milvus data here between runs (a re-run skips unchanged pages)")
-    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
     args = parser.parse_args()
 
-    from ray import serve
-
-    from serve_app.app import prepare_app
     from serve_app.llm import prepare_model_source
 
+    cfg = bench_config(args, collection="bench_serve")
+    with started_app(cfg) as base_url:
+        print(
+            f"stream_batching_interval_ms={cfg.llm.stream_batching_interval_ms}, max_tokens={args.max_tokens}",
+            flush=True,
+        )
+        asyncio.run(
+            main_async(cfg, base_url, args.concurrency, args.rounds, args.max_tokens, prepare_model_source(cfg.llm))
+        )
+
+
+def add_app_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every serving bench takes: what to ingest, the config, where Milvus keeps its data."""
+    parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "corpus" / "milvus-docs"))
+    parser.add_argument("--config", default=str(REPO / "configs" / "local.yaml"))
+    parser.add_argument("--milvus-dir", help="keep Milvus data here between runs (a re-run skips unchanged pages)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.FIELD=VALUE")
+
+
+def bench_config(args: argparse.Namespace, *, collection: str) -> RagConfig:
+    """The config with the bench's corpus, a milvus-lite server and a Serve port of its own."""
     overrides = parse_overrides(args.set)
-    cfg = RagConfig.load(
+    milvus = {
+        "uri": f"http://127.0.0.1:{free_port()}",
+        "collection": collection,
+        "local_data_dir": args.milvus_dir or tempfile.mkdtemp(prefix="bench-milvus-"),
+    }
+    return RagConfig.load(
         args.config,
         {
             **overrides,
             "corpus": {"path": args.corpus},
-            "milvus": {
-                "uri": f"http://127.0.0.1:{free_port()}",
-                "collection": "bench_serve",
-                "local_data_dir": args.milvus_dir or tempfile.mkdtemp(prefix="bench-milvus-"),
-            },
-            "serve": {"port": free_port()},
+            "milvus": {**overrides.get("milvus", {}), **milvus},
+            "serve": {**overrides.get("serve", {}), "port": free_port()},
         },
     )
+
+
+@contextlib.contextmanager
+def started_app(cfg: RagConfig) -> Iterator[str]:
+    """The config's corpus ingested into a milvus-lite server of its own and the app served on a local Ray
+    cluster; yields the app's /v1 URL, and stops all of it after."""
+    from ray import serve
+
+    from serve_app.app import prepare_app
+
     start_local(cfg.milvus)
     try:
         init_local_ray(log_to_driver=False)
@@ -344,15 +372,8 @@ def main() -> None:
         started = time.perf_counter()
         serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})
         serve.run(prepare_app(cfg), name="rag", route_prefix="/")
-        print(
-            f"app ready in {time.perf_counter() - started:.0f} s; stream_batching_interval_ms="
-            f"{cfg.llm.stream_batching_interval_ms}, max_tokens={args.max_tokens}",
-            flush=True,
-        )
-        base_url = f"http://127.0.0.1:{cfg.serve.port}/v1"
-        asyncio.run(
-            main_async(cfg, base_url, args.concurrency, args.rounds, args.max_tokens, prepare_model_source(cfg.llm))
-        )
+        print(f"app ready in {time.perf_counter() - started:.0f} s", flush=True)
+        yield f"http://127.0.0.1:{cfg.serve.port}/v1"
         serve.shutdown()
     finally:
         stop_local(cfg.milvus)
