@@ -28,7 +28,7 @@ serve: install
 	.venv/bin/ray get-auth-token --generate > /dev/null
 	.venv/bin/ray status > /dev/null 2>&1 || RAY_worker_niceness=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_DIRECT_INGRESS=0 .venv/bin/ray start --head --num-cpus=4 --disable-usage-stats
 	.venv/bin/serve deploy configs/serve_local.yaml
-	.venv/bin/rag ready
+	.venv/bin/rag ready --config configs/local.yaml  # the config serve_local.yaml deploys: its API key, if any
 
 stop:
 	-.venv/bin/serve shutdown -y

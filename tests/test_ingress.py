@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
@@ -369,3 +370,30 @@ def test_validation_errors_are_openai_400s_not_fastapis_422(prompt):
         response = client.post("/v1/chat/completions" if "query" not in body else "/v1/retrieve", json=body)
         assert response.status_code == 400, response.text
         assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_rag_ready_sends_the_configs_key(prompt, tmp_path):
+    """`rag ready --timeout 0` is the Kubernetes readiness probe: one GET /readyz with the config's first key."""
+    import threading
+
+    import uvicorn
+
+    from entrypoints.cli import main as rag_main
+    from tests.conftest import free_port
+
+    keys = tmp_path / "keys"
+    keys.write_text("sk-probe\n")
+    rag, _, _ = service(prompt, stream=[[object()]])
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(build_fastapi(rag, ["sk-probe"]), port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            time.sleep(0.05)
+        url = f"http://127.0.0.1:{port}"
+        assert rag_main(["ready", "--url", url, "--timeout", "0", "--set", f"serve.api_keys_file={keys}"]) == 0
+        assert rag_main(["ready", "--url", url, "--timeout", "0"]) == 1  # no key: 401, not ready
+    finally:
+        server.should_exit = True
+        thread.join(10)

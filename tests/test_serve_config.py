@@ -64,5 +64,5 @@ def test_make_serve_starts_ray_with_the_serve_env_and_waits_until_ready():
     start_line = next(line for line in makefile.splitlines() if "ray start --head" in line)
     assert all(f"{name}={value} " in start_line for name, value in {**RAY_START_ENV, **SERVE_ENV}.items())
     recipe = makefile.split("\nserve: install\n", 1)[1].split("\n\n", 1)[0]
-    assert "serve deploy configs/serve_local.yaml" in recipe and recipe.rstrip().endswith("rag ready")
+    assert "serve deploy configs/serve_local.yaml" in recipe and "rag ready --config configs/local.yaml" in recipe
     assert "export RAY_AUTH_MODE := token" in makefile  # Ray's CLIs then send the local cluster's token
