@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import yaml
-from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, UnicodeDammit
+from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag, UnicodeDammit, XMLParsedAsHTMLWarning
 from langchain_text_splitters import MarkdownHeaderTextSplitter
 
 from rag.config import ParseConfig
@@ -41,6 +41,9 @@ _MARK = "\x00"
 _HEADING_MARK = re.compile(rf"{_MARK}(\d){_MARK}(.*?){_MARK}")
 _BLANK_RUNS = re.compile(r"\n[ \t]*(?:\n[ \t]*)+")
 _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
+# A DOCTYPE with an internal subset, where entities are declared ("billion laughs"); `<` ends a candidate, so a
+# hostile run of DOCTYPEs costs linear time.
+_DTD_SUBSET = re.compile(r"<!DOCTYPE[^<>\[]*\[", re.I)
 
 
 class ParseSkip(ValueError):
@@ -109,9 +112,16 @@ def _parse_html(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
     dammit = UnicodeDammit(data, ["utf-8"], is_html=True)
     if dammit.unicode_markup is None:
         raise ParseSkip("bad encoding: undecodable HTML")
+    if _DTD_SUBSET.search(dammit.unicode_markup):
+        # The HTML parser never expands them, but their text would be indexed as garbage; real pages have none.
+        raise ParseSkip("DOCTYPE declares entities (not expanded)")
     with warnings.catch_warnings():
+        # XHTML is parsed as HTML on purpose: lxml's HTML parser expands no declared entities.
         warnings.simplefilter("ignore", MarkupResemblesLocatorWarning)
+        warnings.simplefilter("ignore", XMLParsedAsHTMLWarning)
         soup = BeautifulSoup(dammit.unicode_markup, "lxml")  # recovers broken markup as browsers do
+    if _deeper_than(soup, cfg.max_html_depth):
+        raise ParseSkip(f"too deeply nested: over parse.max_html_depth={cfg.max_html_depth} levels")
 
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     url = source
@@ -139,6 +149,17 @@ def _parse_html(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
     for tag in body.find_all(BLOCK_TAGS):
         tag.append("\n")
     return ParsedDocument(title=title, url=url, doc_type="html", sections=_sections(body.get_text()))
+
+
+def _deeper_than(root: Tag, limit: int) -> bool:
+    """Walks with a stack, not recursion, so no depth can hit Python's recursion limit."""
+    stack = [(root, 0)]
+    while stack:
+        tag, depth = stack.pop()
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in tag.children if isinstance(child, Tag))
+    return False
 
 
 def _sections(marked: str) -> list[Section]:

@@ -13,7 +13,7 @@ from ingest_jobs.bulk_import import ParquetStager
 from ingest_jobs.chunk import chunk_document, doc_id_of, sha256_hex
 from ingest_jobs.embed import ChunkEmbedder
 from ingest_jobs.parse import ParseSkip, parse_document
-from ingest_jobs.read import Corpus, CorpusFile, ManifestEntry
+from ingest_jobs.read import Corpus, CorpusFile, FileChanged, ManifestEntry
 from ingest_jobs.rows import CHUNK, ROW_COLUMNS, SKIPPED, UNCHANGED, status_row
 from ingest_jobs.write import MilvusWriter
 from rag.config import RagConfig
@@ -23,10 +23,10 @@ PARSE_BATCH_SIZE = 8
 
 
 def fingerprint_salt(cfg: RagConfig) -> str:
-    """What besides the bytes decides a document's chunks and vectors; a change re-ingests everything."""
-    return "|".join(
-        [cfg.parse.model_dump_json(), cfg.chunking.model_dump_json(), cfg.embedder.model, cfg.embedder.document_prefix]
-    )
+    """What besides the bytes decides a document's chunks and vectors; a change re-ingests everything.
+    Parse limits only decide whether a document is skipped, so changing one re-ingests nothing."""
+    parse = cfg.parse.model_dump_json(exclude={"max_html_depth"})
+    return "|".join([parse, cfg.chunking.model_dump_json(), cfg.embedder.model, cfg.embedder.document_prefix])
 
 
 def is_unchanged(state: DocState | None, doc_hash: str) -> bool:
@@ -45,6 +45,8 @@ def _rows_for_file(
     doc_id = doc_id_of(file.source)
     try:
         data = corpus.read(file)
+    except FileChanged as e:
+        return [status_row(SKIPPED, source=file.source, doc_id=doc_id, reason=str(e))]
     except OSError as e:
         return [status_row(SKIPPED, source=file.source, doc_id=doc_id, reason=f"unreadable: {e}")]
     doc_hash = sha256_hex(salt, data)

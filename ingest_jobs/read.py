@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -18,10 +19,15 @@ import pyarrow.fs as pafs
 from rag.config import CorpusConfig
 
 OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class CorpusNotFound(FileNotFoundError):
     """The corpus path or URI does not exist."""
+
+
+class FileChanged(ValueError):
+    """The bytes read differ in length from the listing: the file changed during the run, so they are no snapshot."""
 
 
 @dataclass(frozen=True)
@@ -89,18 +95,27 @@ class Corpus:
     def _list_local(self) -> tuple[list[CorpusFile], list[Skipped]]:
         files, skipped = [], []
         root = Path(self.root)
-        # Symlinked folders are not followed; symlinked files are read only if they stay inside the root.
+        # Symlinked folders are not followed (one pointing up would loop); symlinked files are read only if they
+        # stay inside the root.
         for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
             dirnames.sort()
+            for link in (Path(dirpath) / name for name in dirnames):
+                if link.is_symlink():
+                    source = _printable(link.relative_to(root).as_posix()) + "/"
+                    skipped.append(Skipped(source, "symlinked folder, not followed"))
             for name in sorted(filenames):
                 path = Path(dirpath) / name
                 source = path.relative_to(root).as_posix()
                 if not self._wanted(name):
                     continue
+                if reason := _bad_name(source):
+                    skipped.append(reason)
+                    continue
                 try:
-                    real = path.resolve(strict=True)
-                except (OSError, RuntimeError) as e:
-                    skipped.append(Skipped(source, f"unreadable: {type(e).__name__}: {e.strerror or e}"))
+                    # A loop raises OSError here, where Path.resolve raises RuntimeError.
+                    real = Path(os.path.realpath(path, strict=True))
+                except OSError as e:
+                    skipped.append(Skipped(source, f"unreadable: {e.strerror}"))
                     continue
                 if not real.is_relative_to(root):
                     skipped.append(Skipped(source, "outside the corpus root (symlink)"))
@@ -133,15 +148,20 @@ class Corpus:
             if info.type != pafs.FileType.File or not self._wanted(info.base_name):
                 continue
             source = str(PurePosixPath(info.path).relative_to(self.root))
-            if reason := self._accept(source, info.size):
+            if reason := _bad_name(source) or self._accept(source, info.size):
                 skipped.append(reason)
                 continue
             files.append(CorpusFile(source, info.path, info.size))
         return files, skipped
 
     def read(self, file: CorpusFile) -> bytes:
+        """The file's bytes, never more than its listed size plus one, so a file that grew cannot exhaust memory."""
         with self._filesystem().open_input_stream(file.location) as stream:
-            return stream.read()
+            data = stream.read(file.size + 1)
+        if len(data) != file.size:
+            now = f"over {file.size}" if len(data) > file.size else str(len(data))
+            raise FileChanged(f"changed while read: {file.size} bytes when listed, {now} when read")
+        return data
 
     def manifest(self) -> dict[str, ManifestEntry]:
         """The optional ``manifest.jsonl`` at the root: per relative path, its canonical URL and title."""
@@ -160,3 +180,20 @@ class Corpus:
             if isinstance(row, dict) and isinstance(row.get("path"), str):
                 entries[row["path"]] = ManifestEntry(row.get("url"), row.get("title"))
         return entries
+
+
+def _printable(source: str) -> str:
+    """The name fit for a one-line summary: bytes that are not UTF-8 and control characters escaped."""
+    text = source.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode(), text)
+
+
+def _bad_name(source: str) -> Skipped | None:
+    """A source key is stored, cited and logged as UTF-8 text on one line; names that cannot be are skipped."""
+    try:
+        source.encode("utf-8")
+    except UnicodeEncodeError:
+        return Skipped(_printable(source), "file name is not UTF-8")
+    if _CONTROL.search(source):
+        return Skipped(_printable(source), "file name has control characters")
+    return None

@@ -58,6 +58,12 @@ class ParseConfig(_Section):
         ["nav", "header", "footer", "aside", "script", "style", "noscript", "form", "iframe", "svg", "button"],
         description="HTML elements removed with their content before text is extracted.",
     )
+    max_html_depth: int = Field(
+        256,
+        gt=0,
+        description="HTML nested deeper than this is skipped: the text extraction's time grows with the depth "
+        "squared (100,000 levels would take about 20 minutes).",
+    )
 
 
 class ChunkConfig(_Section):

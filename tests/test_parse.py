@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from ingest_jobs.parse import ParseSkip, parse_document
@@ -126,3 +128,40 @@ def test_text_uses_file_name_as_title():
 def test_bad_input_is_a_skip_with_a_reason(data, source, reason):
     with pytest.raises(ParseSkip, match=reason):
         parse(data, source)
+
+
+def nested_divs(levels: int) -> bytes:
+    return b"<p>shallow</p>" + b"<div>" * levels + b"deep" + b"</div>" * levels
+
+
+def test_deep_html_is_skipped_in_bounded_time():
+    started = time.perf_counter()
+    with pytest.raises(ParseSkip, match=r"too deeply nested: over parse.max_html_depth=256 levels"):
+        parse(nested_divs(100_000), "deep.html")
+    assert time.perf_counter() - started < 20  # about 1 s; without the limit, about 20 minutes
+    assert "deep" in parse(nested_divs(200), "ok.html").sections[0].text
+
+
+BILLION_LAUGHS = b"""<?xml version="1.0"?>
+<!DOCTYPE lolz [
+ <!ENTITY lol "lol">
+ <!ENTITY lol1 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">
+ <!ENTITY lol2 "&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;">
+ <!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">
+ <!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">
+ <!ENTITY lol5 "&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;">
+ <!ENTITY lol6 "&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;">
+ <!ENTITY lol7 "&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;">
+ <!ENTITY lol8 "&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;">
+ <!ENTITY lol9 "&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;">
+]>
+<html><body><h1>Laughs</h1><p>&lol9;</p></body></html>"""
+
+
+def test_entity_declarations_are_never_expanded():
+    with pytest.raises(ParseSkip, match=r"DOCTYPE declares entities \(not expanded\)"):
+        parse(BILLION_LAUGHS, "lol.html")
+    # Markdown and text have no entities: the declarations are kept verbatim, as written.
+    text = parse(BILLION_LAUGHS, "lol.md").sections[0].text
+    assert "&lol9;" in text and len(text) < len(BILLION_LAUGHS)
+    assert parse(b'<?xml version="1.0"?><!DOCTYPE html><html><p>xhtml</p></html>', "x.html").sections[0].text == "xhtml"

@@ -1,9 +1,11 @@
 import os
+import resource
+import time
 
 import boto3
 import pytest
 
-from ingest_jobs.read import Corpus, CorpusNotFound
+from ingest_jobs.read import Corpus, CorpusNotFound, FileChanged
 from rag.config import CorpusConfig
 
 
@@ -45,6 +47,62 @@ def test_local_read_and_manifest(tmp_path):
     assert corpus.read(next(f for f in files if f.source == "c.txt")) == b"c"
     manifest = corpus.manifest()
     assert manifest["docs/a.html"].url == "https://a" and manifest["docs/a.html"].title == "A"
+
+
+def test_hostile_names_and_links_are_skipped_with_reasons(tmp_path):
+    root = tmp_path / "corpus"
+    (root / "sub").mkdir(parents=True)
+    (root / "ok.md").write_text("# ok")
+    (root / "a.md").symlink_to("b.md")
+    (root / "b.md").symlink_to("a.md")
+    (root / "sub" / "up").symlink_to("..")
+    (root / os.fsdecode(b"bad\xffname.txt")).write_text("bytes that are not UTF-8 in the name")
+    (root / "new\nline.md").write_text("a newline in the name")
+    (root / "caf\u00e9 notes.md").write_text("a non-ASCII name is fine")
+    started = time.perf_counter()
+    files, skipped = Corpus(CorpusConfig(path=str(root))).list()
+    assert time.perf_counter() - started < 5
+    assert sorted(f.source for f in files) == ["caf\u00e9 notes.md", "ok.md"]
+    assert {s.source: s.reason for s in skipped} == {
+        "a.md": "unreadable: Too many levels of symbolic links",
+        "b.md": "unreadable: Too many levels of symbolic links",
+        "sub/up/": "symlinked folder, not followed",
+        "bad\\xffname.txt": "file name is not UTF-8",
+        "new\\nline.md": "file name has control characters",
+    }
+
+
+def test_oversized_sparse_file_is_skipped_unread(tmp_path):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    with open(root / "sparse.txt", "wb") as f:
+        f.truncate(1 << 30)  # a 1 GiB hole: no disk used
+    corpus = Corpus(CorpusConfig(path=str(root)))
+    corpus.read = None  # listing must not read
+    files, skipped = corpus.list()
+    assert files == []
+    assert [(s.source, s.reason) for s in skipped] == [
+        ("sparse.txt", "oversized: 1073741824 bytes > corpus.max_file_bytes=5000000")
+    ]
+
+
+def test_a_file_that_changed_since_listing_is_refused_without_reading_it_all(tmp_path):
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for name in ("grows.txt", "shrinks.txt", "same.txt"):
+        (root / name).write_text("0123456789")
+    corpus = Corpus(CorpusConfig(path=str(root)))
+    files = {f.source: f for f in corpus.list()[0]}
+    with open(root / "grows.txt", "r+b") as f:
+        f.truncate(1 << 30)
+    (root / "shrinks.txt").write_text("01234")
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(FileChanged, match=r"^changed while read: 10 bytes when listed, over 10 when read$"):
+        corpus.read(files["grows.txt"])
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before < 100_000  # KiB: far below 1 GiB
+    with pytest.raises(FileChanged, match=r"^changed while read: 10 bytes when listed, 5 when read$"):
+        corpus.read(files["shrinks.txt"])
+    assert corpus.read(files["same.txt"]) == b"0123456789"
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path):
