@@ -81,20 +81,17 @@ def clean_ids(ray_cluster, milvus_uri, pages) -> list[str]:
     return chunk_ids(cfg)
 
 
-def test_killed_driver_then_rerun_leaves_exactly_the_clean_chunks(
-    ray_cluster, milvus_uri, collection, pages, clean_ids, tmp_path
-):
-    # One row per upsert, so the write stage lasts long enough to stop it with a document half-written.
-    cfg = make_cfg(pages, milvus_uri, collection, milvus={"write_batch_size": 1})
+def kill_driver_at_first_writes(cfg: RagConfig, pages, ray_cluster, log) -> set[str]:
+    """Runs the ingest driver as a subprocess into ``cfg``'s collection (seeded with a stale chunk), SIGKILLs it at
+    its first writes, waits for the writes in flight to land, and returns the documents left half-written."""
     store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
     store.ensure_collection()
     store.upsert([stale_row(PAGES[0], cfg.embedder.dim)])
-    log = tmp_path / "driver.log"
     settings = [f"--set=milvus.write_batch_size={cfg.milvus.write_batch_size}"]
     with open(log, "w") as out:
         driver = subprocess.Popen(
-            [sys.executable, "-m", "ingest_jobs.ingest", "--corpus", str(pages), "--milvus-uri", milvus_uri]
-            + ["--collection", collection, *settings],
+            [sys.executable, "-m", "ingest_jobs.ingest", "--corpus", str(pages), "--milvus-uri", cfg.milvus.uri]
+            + ["--collection", cfg.milvus.collection, *settings],
             cwd=REPO,
             env={**os.environ, "RAY_ADDRESS": ray_cluster.address_info["gcs_address"]},
             stdout=out,
@@ -110,7 +107,19 @@ def test_killed_driver_then_rerun_leaves_exactly_the_clean_chunks(
     while (rows := store.count()) != before:  # Ray ends the dead driver's actors; a write in flight may still land
         before = rows
         time.sleep(1)
-    broken = half_written(store)
+    return half_written(store)
+
+
+def test_killed_driver_then_rerun_leaves_exactly_the_clean_chunks(
+    ray_cluster, milvus_uri, collection, pages, clean_ids, tmp_path
+):
+    # One row per upsert, so the write stage lasts long enough to stop it with a document half-written. Whether the
+    # kill lands inside a document depends on the blocks in flight: a few tries, each into a fresh collection.
+    for attempt in range(3):
+        name = f"{collection}_{attempt}"
+        cfg = make_cfg(pages, milvus_uri, name, milvus={"write_batch_size": 1})
+        if broken := kill_driver_at_first_writes(cfg, pages, ray_cluster, tmp_path / f"driver{attempt}.log"):
+            break
     assert broken and chunk_ids(cfg) != clean_ids
 
     rerun = run_ingest(cfg)

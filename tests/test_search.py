@@ -17,6 +17,7 @@ from rag.search import MilvusRetriever, RetrievalFilter, Search, Source, filter_
 from rag.store import MilvusChunkStore
 from serve_app.errors import from_milvus_error
 from serve_app.ingress import RagService
+from serve_app.protocol import RetrieveRequest
 from tests.conftest import answer_eventually, free_port
 
 DOCS = [
@@ -160,11 +161,11 @@ def test_the_ingress_retrieves_without_ray(retriever, embedder):
     async def retrieve(query, vector, mode, top_k, flt):
         return retriever.retrieve(query, vector, mode=mode, top_k=top_k, flt=flt)
 
-    service = RagService(RagConfig(), embed=embed, retrieve=retrieve, generate=None, prompt=None)
+    service = RagService(RagConfig(), embed=embed, count_tokens=None, retrieve=retrieve, generate=None, prompt=None)
     for mode, embeds in (("bm25", 0), ("dense", 1), ("hybrid", 1)):
         embedded.clear()
         body = {"query": "HNSW graph neighbours M", "search": mode, "top_k": 2, "filter": {"url_prefix": "https://x/"}}
-        result = asyncio.run(service.retrieve(body))
+        result = asyncio.run(service.retrieve(RetrieveRequest.model_validate(body)))
         assert result["search"] == mode and result["data"][0]["id"] == "c1", result
         assert all(d["url"].startswith("https://x/") for d in result["data"]), result
         assert len(embedded) == embeds  # BM25 needs no query vector; the others embed once
