@@ -4,9 +4,11 @@ mid-run, and a corpus of hostile files."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -18,7 +20,6 @@ import pytest
 
 from ingest_jobs.chunk import doc_id_of
 from ingest_jobs.ingest import run_ingest
-from ingest_jobs.read import Corpus
 from rag.config import RagConfig
 from rag.store import MilvusChunkStore
 from tests.conftest import REPO, copy_pages
@@ -157,9 +158,7 @@ def test_killed_embedding_worker_is_restarted_and_the_run_completes(
     assert chunk_ids(cfg) == clean_ids and summary.chunks_written == len(clean_ids)
 
 
-def test_hostile_files_are_skipped_with_reasons_and_good_ones_written(
-    ray_cluster, milvus_uri, collection, tmp_path, monkeypatch
-):
+def test_hostile_files_are_skipped_with_reasons_and_good_ones_written(ray_cluster, milvus_uri, collection, tmp_path):
     root = copy_pages(tmp_path / "corpus", PAGES[:2])
     (root / "deep.html").write_bytes(nested_divs(100_000))
     (root / "lol.html").write_bytes(BILLION_LAUGHS)
@@ -172,21 +171,27 @@ def test_hostile_files_are_skipped_with_reasons_and_good_ones_written(
     (root / os.fsdecode(b"bad\xffname.txt")).write_text("not UTF-8 in the name")
     (root / "new\nline.md").write_text("a newline in the name")
 
-    listed = Corpus.list
+    stop = threading.Event()
 
-    def list_then_grow(self):  # the file changes between the listing (driver) and the read (worker)
-        result = listed(self)
-        with open(root / "grows.md", "a") as f:
-            f.write("more\n")
-        return result
+    def keep_growing() -> None:  # a file written while the job runs: its listed size is stale when it is read
+        while not stop.is_set():
+            with open(root / "grows.md", "a") as f:
+                f.write("more\n")
+            time.sleep(0.005)
 
-    monkeypatch.setattr(Corpus, "list", list_then_grow)
-    summary = run_ingest(make_cfg(root, milvus_uri, collection))
-    assert {s.source: s.reason for s in summary.skipped} == {
+    writer = threading.Thread(target=keep_growing)
+    writer.start()
+    try:
+        summary = run_ingest(make_cfg(root, milvus_uri, collection))
+    finally:
+        stop.set()
+        writer.join()
+    reasons = {s.source: s.reason for s in summary.skipped}
+    assert re.fullmatch(r"changed while read: \d+ bytes when listed, over \d+ when read", reasons.pop("grows.md"))
+    assert reasons == {
         "deep.html": "too deeply nested: over parse.max_html_depth=256 levels",
         "lol.html": "DOCTYPE declares entities (not expanded)",
         "sparse.txt": "oversized: 1073741824 bytes > corpus.max_file_bytes=5000000",
-        "grows.md": "changed while read: 27 bytes when listed, over 27 when read",
         "a.md": "unreadable: Too many levels of symbolic links",
         "b.md": "unreadable: Too many levels of symbolic links",
         "up/": "symlinked folder, not followed",
