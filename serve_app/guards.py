@@ -11,7 +11,9 @@ from typing import Any
 from serve_app.errors import APIError, error_response
 
 # Liveness answers without a key, so a load balancer's or kubelet's probe needs no secret; it says nothing else.
-PUBLIC_PATHS = frozenset({"/healthz"})
+# The chat page and its files are public too (they hold no data): the page asks for a key when the API wants one.
+PUBLIC_PATHS = frozenset({"/healthz", "/"})
+PUBLIC_PREFIXES = ("/static/",)
 OnError = Callable[[APIError], None]
 
 
@@ -41,7 +43,7 @@ class RequireApiKey:
         return matched
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS or scope["path"].startswith(PUBLIC_PREFIXES):
             return await self.app(scope, receive, send)
         scheme, _, presented = (_header(scope, b"authorization") or b"").partition(b" ")
         if scheme.lower() == b"bearer" and presented.strip() and self.accepts(presented.strip()):

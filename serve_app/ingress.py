@@ -10,10 +10,12 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 
 from rag.config import RagConfig
 from serve_app.errors import (
@@ -45,7 +47,6 @@ from serve_app.protocol import (
     RetrieveResponse,
     SearchMode,
     Source,
-    SourceRef,
     StreamOptions,
 )
 
@@ -55,7 +56,15 @@ RetrieveFn = Callable[[str, list[float] | None, SearchMode, int, RetrievalFilter
 GenerateFn = Callable[[ChatCompletionRequest], AsyncIterator[Any]]
 RETRIEVAL_FIELDS = frozenset(RetrievalFields.model_fields)
 CONVERSATION_ROLES = ("user", "assistant")
-CHAT_SOURCE_FIELDS = set(SourceRef.model_fields)
+CHAT_PAGE = Path(__file__).with_name("static")
+# The page runs only its own files: an answer or a passage that slipped past the page's escaping still could not
+# load or run a script, reach another origin, or be framed.
+CHAT_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    "img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 READY_QUESTION = "ready?"
 CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away, as the request counter records it
 PROMPT_IS_OURS = "the server builds the prompt from the retrieved passages"
@@ -285,7 +294,7 @@ class RagService:
         engine_request = ChatCompletionRequest.model_construct(
             request.model_fields_set - RETRIEVAL_FIELDS, **{**values, **update}
         )
-        source_dicts = [s.model_dump(include=CHAT_SOURCE_FIELDS) for s in sources]
+        source_dicts = [s.model_dump() for s in sources]
         self.metrics.passages_returned(len(sources))
         stream = self.generate(engine_request)
         first = await anext(stream)
@@ -442,6 +451,13 @@ def build_fastapi(service: RagService, api_keys: list[str] | None = None) -> Fas
     async def retrieve(request: RetrieveRequest) -> dict[str, Any]:
         """The passages a question retrieves, with their text, without generating."""
         return await service.retrieve(request)
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> FileResponse:
+        """The chat page (serve_app/static/): a client of this API like any other, with no build step."""
+        return FileResponse(CHAT_PAGE / "index.html", headers=CHAT_PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=CHAT_PAGE), name="static")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

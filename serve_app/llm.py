@@ -43,6 +43,8 @@ def llm_config_kwargs(rag_cfg: RagConfig, model_source: str) -> dict[str, Any]:
     request past the engines' queue is refused as every deployment's is (``ServeConfig.backpressure_config``)."""
     cfg = rag_cfg.llm
     engine_kwargs: dict[str, Any] = {"max_model_len": cfg.max_model_len}
+    if overrides := cfg.default_sampling.engine_overrides():
+        engine_kwargs["override_generation_config"] = overrides
     if cfg.max_num_batched_tokens:
         engine_kwargs["max_num_batched_tokens"] = cfg.max_num_batched_tokens
     deployment_config: dict[str, Any] = {

