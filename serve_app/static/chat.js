@@ -83,6 +83,7 @@ async function loadModel() {
   if (!response.ok) return showNotice(await errorMessage(response));
   modelId = (await response.json()).data[0].id;
   page.model.textContent = `model: ${modelId}`;
+  page.keyRow.hidden = true; // the key works (or none is needed); a 401 shows the field again
   showNotice("");
 }
 
@@ -169,8 +170,8 @@ class Turn {
         source.heading ? el("span", { class: "heading", text: ` › ${source.heading}` }) : "",
         el("div", { class: "source-meta" },
           el("span", { class: "url", text: source.url }),
-          el("span", { class: "score", text: ` score ${Number(source.score).toFixed(3)}` })),
-        toggle, passage));
+          el("span", { class: "score", text: ` score ${Number(source.score).toFixed(3)} ` }), toggle),
+        passage));
     }
     this.renderAnswer();
   }
