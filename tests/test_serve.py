@@ -71,6 +71,14 @@ def test_chat_streams_tokens_and_sources_in_the_first_event(client, collection_u
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
 
 
+def test_default_sampling_applies_only_where_a_request_leaves_it_out(client):
+    """llm.default_sampling (temperature 0 in configs/local.yaml) makes answers without a temperature repeat
+    exactly; a request's own temperature wins, and at 1.0 answers differ."""
+    question = "What is the chunk cache?"
+    assert len({ask(client, question).choices[0].message.content for _ in range(2)}) == 1
+    assert len({ask(client, question, temperature=1.0).choices[0].message.content for _ in range(3)}) > 1
+
+
 def test_langchain_chat_openai(rag_app):
     from langchain_openai import ChatOpenAI
 
