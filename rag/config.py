@@ -151,7 +151,6 @@ class SamplingDefaults(_Section):
 
     temperature: float | None = Field(None, ge=0, description="0 is greedy: the model's most likely answer.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling's probability mass.")
-    top_k: int | None = Field(None, ge=-1, description="Sample among this many tokens; -1 or 0: all.")
     min_p: float | None = Field(None, ge=0, le=1, description="Drop tokens below this share of the likeliest.")
     repetition_penalty: float | None = Field(None, gt=0, description="Above 1 discourages repeating tokens.")
     presence_penalty: float | None = Field(None, ge=-2, le=2, description="OpenAI's: a token once seen costs this.")

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException
 
 from rag.config import RagConfig
 from serve_app.errors import (
@@ -57,6 +58,7 @@ GenerateFn = Callable[[ChatCompletionRequest], AsyncIterator[Any]]
 RETRIEVAL_FIELDS = frozenset(RetrievalFields.model_fields)
 CONVERSATION_ROLES = ("user", "assistant")
 CHAT_PAGE = Path(__file__).with_name("static")
+CHAT_PAGE_ASSETS = frozenset({"chat.js", "chat.css"})
 # The page runs only its own files: an answer or a passage that slipped past the page's escaping still could not
 # load or run a script, reach another origin, or be framed.
 CHAT_PAGE_HEADERS = {
@@ -457,7 +459,7 @@ def build_fastapi(service: RagService, api_keys: list[str] | None = None) -> Fas
         """The chat page (serve_app/static/): a client of this API like any other, with no build step."""
         return FileResponse(CHAT_PAGE / "index.html", headers=CHAT_PAGE_HEADERS)
 
-    app.mount("/static", StaticFiles(directory=CHAT_PAGE), name="static")
+    app.mount("/static", PageAssets(directory=CHAT_PAGE), name="static")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
@@ -470,6 +472,18 @@ def build_fastapi(service: RagService, api_keys: list[str] | None = None) -> Fas
         return await service.ready()
 
     return app
+
+
+class PageAssets(StaticFiles):
+    """The page's script and style sheet, and nothing else of the folder: the page itself is served only at /,
+    with its Content-Security-Policy."""
+
+    async def get_response(self, path: str, scope: dict[str, Any]) -> Response:
+        if path not in CHAT_PAGE_ASSETS:
+            raise HTTPException(404)
+        response = await super().get_response(path, scope)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
 
 class CountRequests:

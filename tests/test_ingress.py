@@ -236,9 +236,11 @@ def test_the_chat_page_and_its_files_are_public_and_lock_down_scripts(prompt, tm
         assert asset.status_code == 200 and kind in asset.headers["content-type"], name
         assert f"static/{name}" in page.text
     assert "innerHTML" not in client.get("/static/chat.js").text  # text goes in as text
-    for escape in ("/static/../ingress.py", "/static/%2e%2e/ingress.py", "/static/..%2fingress.py"):
-        response = client.get(escape)
-        assert response.status_code in (401, 404) and "RagService" not in response.text, escape
+    key = {"Authorization": "Bearer key-one"}
+    for other in ("/static/%2e%2e/ingress.py", "/static/..%2fingress.py", "/static/index.html", "/static/"):
+        response = client.get(other, headers=key)  # only the two assets; the page only at /, with its CSP
+        assert response.status_code == 404 and "RagService" not in response.text, other
+    assert client.get("/static/chat.js").headers["x-content-type-options"] == "nosniff"
     assert client.get("/v1/models").status_code == 401
     assert "/" not in client.get("/openapi.json", headers={"Authorization": "Bearer key-one"}).json()["paths"]
 

@@ -7,7 +7,7 @@ const CITATION = /\[(\d+(?:\s*,\s*\d+)*)\]/g;
 const $ = (id) => document.getElementById(id);
 const page = {
   form: $("ask"), question: $("question"), send: $("send"), stop: $("stop"), newChat: $("new-chat"),
-  conversation: $("conversation"), notice: $("notice"), model: $("model"),
+  conversation: $("conversation"), notice: $("notice"), model: $("model"), announce: $("announce"),
   keyRow: $("key-row"), key: $("api-key"), search: $("search"), topK: $("top-k"), urlPrefix: $("url-prefix"),
 };
 let history = []; // the finished turns, sent with each question: [{role, content}, ...]
@@ -87,22 +87,30 @@ async function loadModel() {
   showNotice("");
 }
 
-/** The SSE events of a streamed chat completion, parsed; ends at [DONE] or when the body ends. */
-async function* events(response) {
+/** The SSE events of a streamed chat completion, parsed; ends at [DONE] (setting ``stream.complete``) or when
+ * the body ends, which without [DONE] means the answer was cut off. */
+async function* events(response, stream) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
+  let pending = ""; // decoded text not yet split; a trailing \r waits for a \n that may follow
   let buffer = "";
   try {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) return;
-      buffer += decoder.decode(value, { stream: true });
+      pending += decoder.decode(value, { stream: true });
+      const ready = pending.endsWith("\r") ? pending.length - 1 : pending.length;
+      buffer += pending.slice(0, ready).replace(/\r\n?/g, "\n"); // SSE lines may end in \r\n, \r or \n
+      pending = pending.slice(ready);
       let end;
       while ((end = buffer.indexOf("\n\n")) >= 0) {
         const data = buffer.slice(0, end).split("\n")
           .filter((line) => line.startsWith("data:")).map((line) => line.slice(5).trim()).join("\n");
         buffer = buffer.slice(end + 2);
-        if (data === "[DONE]") return;
+        if (data === "[DONE]") {
+          stream.complete = true;
+          return;
+        }
         if (data) yield JSON.parse(data);
       }
     }
@@ -173,7 +181,6 @@ class Turn {
           el("span", { class: "score", text: ` score ${Number(source.score).toFixed(3)} ` }), toggle),
         passage));
     }
-    this.renderAnswer();
   }
 
   togglePassage(index, open) {
@@ -193,16 +200,20 @@ class Turn {
     item.querySelector(".show-passage").focus();
   }
 
+  /** Streamed text is appended as it comes, so nothing a reader or a keyboard is on gets rebuilt; the [n]
+   * links are made once the answer is complete. */
   append(delta) {
     this.text += delta;
-    this.renderAnswer();
+    this.answer.append(delta);
   }
 
   finish(note, isError = false) {
+    this.renderAnswer();
     this.answer.setAttribute("aria-busy", "false");
+    if (isError) this.status.setAttribute("role", "alert");
     this.status.textContent = note;
     this.status.classList.toggle("error", isError);
-    if (isError) this.status.setAttribute("role", "alert");
+    if (!isError) page.announce.textContent = note || "Answer complete.";
   }
 }
 
@@ -239,14 +250,17 @@ async function ask(question) {
       page.question.value ||= question; // one key press sends it again
       return turn.finish(message, true);
     }
-    for await (const event of events(response)) {
+    const stream = { complete: false };
+    for await (const event of events(response, stream)) {
       if (event.error) return turn.finish(`The answer stopped: ${event.error.message}`, true);
       if (event.sources) turn.renderSources(event.sources);
       const delta = event.choices?.[0]?.delta?.content;
       if (delta) turn.append(delta);
     }
+    if (!stream.complete) return turn.finish("The answer was cut off: the connection closed before its end.", true);
     answered = true;
     turn.finish("");
+    if (!modelId) loadModel(); // the server answers now: fill in what failed at load
   } catch (e) {
     if (e.name !== "AbortError") return turn.finish(`The request failed: ${e.message}`, true);
     answered = turn.text.length > 0; // a stopped answer stays in the conversation as far as it went
@@ -255,6 +269,9 @@ async function ask(question) {
     if (answered && thisChat === chat) history = [...messages, { role: "assistant", content: turn.text }];
     inFlight = null;
     setBusy(false);
+    if (!document.activeElement || document.activeElement.disabled || document.activeElement === document.body) {
+      page.question.focus(); // Send or Stop was focused and is now disabled
+    }
   }
 }
 
