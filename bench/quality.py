@@ -10,6 +10,8 @@ shipped default. SciFact prints the published nDCG@10 beside ours; the FAQ set r
 heading left out of the index (``--exclude-question``) and, with ``--with-question``, as extracted.
 ``--chunking`` re-ingests the FAQ corpus per chunk size/overlap (``:plain``: without the title and heading
 path in the embedded text) and prints one block per setting, after the shipped default.
+``--backends torch/fp32 openvino/bf16 ...`` instead ingests both sets once per embedder backend and precision and
+prints SciFact nDCG@10 and FAQ recall@5, dense and hybrid, each beside the first backend's (parity: within 0.005).
 Targets: SciFact nDCG@10 >= 0.70 for the default mode; FAQ hybrid recall@5 >= 0.85 without the question;
 hybrid >= dense and >= BM25 on MRR@10 on both sets.
 """
@@ -74,6 +76,44 @@ def verdict(rows: dict[str, dict[str, float]]) -> str:
     return f"default mode MRR@10 >= dense and >= bm25 (either query): {'yes' if beats else 'NO'}"
 
 
+PARITY = 0.005
+
+
+def compare_backends(args: argparse.Namespace, backends: list[tuple[str, str]]) -> None:
+    """Each set ingested and searched once per embedder: the same questions, chunks and fusion, only the vectors
+    differ. The first backend is the reference."""
+    with tempfile.TemporaryDirectory() as tmp:
+        faq = Path(tmp) / "faq.jsonl"
+        faq.write_text("".join(json.dumps(q) + "\n" for q in extract_faq(args.corpus)))
+        results: dict[tuple[str, str], dict[str, float]] = {}
+        for backend, precision in backends:
+            overrides = {"embedder": {"backend": backend, "precision": precision}}
+            name = f"{backend}_{precision}"
+            cfg, questions, _ = prepare(
+                beir=args.scifact, collection=f"eval_scifact_{name}", overrides=overrides, fresh=True
+            )
+            scifact = evaluate_retrieval(cfg, questions, ("dense", "hybrid"))
+            cfg, questions, _ = prepare(
+                questions_path=str(faq),
+                corpus=args.corpus,
+                exclude_question=True,
+                collection=f"eval_noq_{name}",
+                overrides=overrides,
+                fresh=True,
+            )
+            faq_rows = evaluate_retrieval(cfg, questions, ("dense", "hybrid"))
+            results[backend, precision] = {
+                **{f"SciFact {mode} nDCG@10": scifact[mode]["ndcg@10"] for mode in ("dense", "hybrid")},
+                **{f"FAQ {mode} recall@5": faq_rows[mode]["recall@5"] for mode in ("dense", "hybrid")},
+            }
+    reference = results[backends[0]]
+    print(f"\n## Embedder backends (reference: {'/'.join(backends[0])}; parity: within {PARITY})")
+    for key, row in results.items():
+        cells = [f"{name} {value:.3f} ({value - reference[name]:+.3f})" for name, value in row.items()]
+        kept = all(abs(value - reference[name]) <= PARITY for name, value in row.items())
+        print(f"{'/'.join(key):>14}: " + ", ".join(cells) + f"  parity: {'yes' if kept else 'NO'}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scifact", default=str(REPO.parent / "shared" / "eval" / "scifact"))
@@ -81,8 +121,12 @@ def main() -> int:
     parser.add_argument("--chunking", nargs="*", default=[], metavar="SIZE/OVERLAP[+headings]")
     parser.add_argument("--with-question", action="store_true", help="also the FAQ set with questions indexed")
     parser.add_argument("--skip-scifact", action="store_true")
+    parser.add_argument("--backends", nargs="*", default=[], metavar="BACKEND/PRECISION")
     args = parser.parse_args()
     ensure_milvus(RagConfig().milvus)
+    if args.backends:
+        compare_backends(args, [tuple(b.split("/")) for b in args.backends])
+        return 0
 
     if not args.skip_scifact:
         cfg, questions, _ = prepare(beir=args.scifact, fresh=True)

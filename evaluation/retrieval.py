@@ -54,7 +54,9 @@ def evaluate_retrieval(
 ) -> dict[str, dict[str, float]]:
     """A row per search mode, then one per labelled (mode, retrieval settings); the queries are embedded once.
     Hybrid goes no deeper than its candidate lists, so the ranking is the one Serve's top_k passages take."""
-    retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim, cfg.retrieval)  # ValueError if there is no collection
+    retriever = MilvusRetriever(  # ValueError if there is no collection
+        cfg.milvus, cfg.embedder.dim, cfg.retrieval, embedder=cfg.embedder.identity()
+    )
     embedder = SentenceTransformersEmbedder(cfg.embedder)
     ids = list(questions.queries)
     vectors = dict(zip(ids, embedder.embed_queries([questions.queries[i] for i in ids]).tolist()))

@@ -16,11 +16,13 @@ class ChunkEmbedder:
     """Callable class for ``map_batches``: adds a ``vector`` column; rows that are not chunks get zeros."""
 
     def __init__(self, cfg: EmbedderConfig):
+        threads = None
         if cfg.num_gpus == 0:
             # Ray caps a fractional-CPU actor at one thread; one actor using every core pads less and has no
             # straggler at the end, which measured faster than several single-thread actors on 2 cores.
-            torch.set_num_threads(cfg.num_threads or max(1, (os.cpu_count() or 1) // cfg.concurrency))
-        self.embedder = SentenceTransformersEmbedder(cfg)
+            threads = cfg.num_threads or max(1, (os.cpu_count() or 1) // cfg.concurrency)
+            torch.set_num_threads(threads)
+        self.embedder = SentenceTransformersEmbedder(cfg, num_threads=threads)
         self.dim = cfg.dim
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

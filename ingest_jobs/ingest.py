@@ -23,8 +23,9 @@ from ingest_jobs.pipeline import build_pipeline
 from ingest_jobs.read import Corpus, CorpusNotFound, Skipped
 from ingest_jobs.rows import CHUNK, SKIPPED, UNCHANGED
 from rag.config import ConfigError, RagConfig, parse_overrides
+from rag.embedder import prepare_embedder
 from rag.milvus_server import ensure_milvus
-from rag.store import MilvusChunkStore, MilvusUnavailable
+from rag.store import EmbedderMismatch, MilvusChunkStore, MilvusUnavailable
 
 EXIT_USAGE = 2
 
@@ -65,14 +66,19 @@ class IngestSummary:
 def run_ingest(
     cfg: RagConfig, *, prune: bool = False, force: bool = False, store: MilvusChunkStore | None = None
 ) -> IngestSummary:
-    """Runs one ingest on a Ray cluster that is already initialised; raises CorpusNotFound or MilvusUnavailable."""
+    """Runs one ingest on a Ray cluster that is already initialised; raises CorpusNotFound, MilvusUnavailable, or
+    EmbedderMismatch (the collection was embedded otherwise, and ``force`` is not set)."""
     started = time.perf_counter()
     metrics = IngestMetrics()
     corpus = Corpus(cfg.corpus)
+    cfg = cfg.model_copy(update={"embedder": prepare_embedder(cfg.embedder)})
     if store is None:
         ensure_milvus(cfg.milvus)
         store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
     store.ensure_collection()
+    if not force:  # --force re-embeds every document under this config's embedder
+        store.check_embedder(cfg.embedder.identity())
+    store.record_embedder(cfg.embedder.identity())
 
     files, skipped = corpus.list()
     summary = IngestSummary(documents=len(files) + len(skipped), skipped=list(skipped))
@@ -155,7 +161,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m ingest_jobs.inges
         if not ray.is_initialized():
             ray.init()
         summary = run_ingest(cfg, prune=args.prune, force=args.force, store=store)
-    except (ConfigError, CorpusNotFound, MilvusUnavailable) as e:
+    except (ConfigError, CorpusNotFound, MilvusUnavailable, EmbedderMismatch) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ImportFailed as e:  # the staged files stay; a re-run stages and imports the documents again

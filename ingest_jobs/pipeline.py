@@ -26,7 +26,7 @@ def fingerprint_salt(cfg: RagConfig) -> str:
     """What besides the bytes decides a document's chunks and vectors; a change re-ingests everything.
     Parse limits only decide whether a document is skipped, so changing one re-ingests nothing."""
     parse = cfg.parse.model_dump_json(exclude={"max_html_depth"})
-    return "|".join([parse, cfg.chunking.model_dump_json(), cfg.embedder.model, cfg.embedder.document_prefix])
+    return "|".join([parse, cfg.chunking.model_dump_json(), cfg.embedder.identity(), cfg.embedder.document_prefix])
 
 
 def is_unchanged(state: DocState | None, doc_hash: str) -> bool:

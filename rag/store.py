@@ -20,8 +20,16 @@ METADATA_FIELDS = ("doc_id", "source", "url", "title", "heading", "doc_type", "c
 TEXT_MAX_CHARS = 65_535
 
 
+# The collection property naming the embedder its vectors came from (EmbedderConfig.identity()).
+EMBEDDER_PROPERTY = "rag.embedder"
+
+
 class MilvusUnavailable(RuntimeError):
     """Milvus cannot be reached at the configured URI."""
+
+
+class EmbedderMismatch(ValueError):
+    """The collection's vectors came from another model, backend or precision than the config's."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +93,24 @@ class MilvusChunkStore:
         else:
             self._create()
         self.client.load_collection(self.collection)
+
+    def embedder(self) -> str | None:
+        """The identity recorded by the ingest that created or re-embedded the collection; None before any."""
+        return self.client.describe_collection(self.collection).get("properties", {}).get(EMBEDDER_PROPERTY)
+
+    def record_embedder(self, identity: str) -> None:
+        self.client.alter_collection_properties(self.collection, properties={EMBEDDER_PROPERTY: identity})
+
+    def check_embedder(self, identity: str) -> None:
+        """Raises EmbedderMismatch unless the collection was embedded as ``identity`` says: query vectors from
+        another backend or precision would be compared with the stored ones as if they were the same."""
+        recorded = self.embedder()
+        if recorded is not None and recorded != identity:
+            raise EmbedderMismatch(
+                f"collection {self.collection!r} was embedded with {recorded} (model|backend|precision) but this "
+                f"config embeds with {identity}: set embedder.backend and embedder.precision to match, or re-embed "
+                "it with `rag ingest --force` under this config"
+            )
 
     def _check_dim(self) -> None:
         info = self.client.describe_collection(self.collection)

@@ -13,6 +13,7 @@ from ray import serve
 from ray.serve import Application
 
 from rag.config import RagConfig
+from rag.embedder import prepare_embedder
 from rag.milvus_server import ensure_milvus, is_loopback
 from serve_app.cpu_host import llm_server_options
 from serve_app.deployments import QueryEmbedder, RagIngress, Retriever
@@ -45,6 +46,7 @@ def prepare_app(cfg: RagConfig) -> Application:
     unpacked once. A Milvus or a collection that is not there yet makes /readyz and searches 503 until it is."""
     if cfg.milvus.manage_local and is_loopback(cfg.milvus.uri):
         ensure_milvus(cfg.milvus)
+    cfg = cfg.model_copy(update={"embedder": prepare_embedder(cfg.embedder)})
     return build_rag_app(cfg, prepare_model_source(cfg.llm))
 
 

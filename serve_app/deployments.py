@@ -45,7 +45,9 @@ class QueryEmbedder(_Batching):
         torch.set_num_threads(cfg.serve.embed_num_threads)
         device = "cuda" if cfg.serve.embedder.num_gpus > 0 else "cpu"
         self.embedder = SentenceTransformersEmbedder(
-            cfg.embedder, model=load_sentence_transformer(cfg.embedder, device)
+            cfg.embedder,
+            model=load_sentence_transformer(cfg.embedder, device),
+            num_threads=cfg.serve.embed_num_threads,
         )
         self._batch(self.embed_one, cfg.serve.embed_max_batch_size, cfg.serve.embed_batch_wait_timeout_s)
         self.metrics = EmbedderMetrics()
@@ -72,7 +74,7 @@ class Retriever(_Batching):
         return {"name": "Retriever", **cfg.serve.deployment_options("retriever")}
 
     def __init__(self, cfg: RagConfig):
-        self.retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim, cfg.retrieval)
+        self.retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim, cfg.retrieval, embedder=cfg.embedder.identity())
         self._batch(self.search, cfg.serve.retrieve_max_batch_size, cfg.serve.retrieve_batch_wait_timeout_s)
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002)

@@ -217,6 +217,25 @@ def test_api_keys_guard_every_route_but_liveness(prompt, tmp_path):
     assert ("/healthz", 200) in metrics.of("request") and ("unmatched", 401) in metrics.of("request")
 
 
+def test_a_collection_embedded_otherwise_is_a_500_that_says_what_to_do(prompt):
+    from rag.store import EmbedderMismatch
+
+    async def mismatched(query, vector, mode, top_k, flt):
+        raise EmbedderMismatch("collection 'c' was embedded with m|torch|fp32 but this config embeds with m|x|y")
+
+    rag, metrics, _ = service(prompt, retrieve=mismatched)
+    client = TestClient(build_fastapi(rag))
+    for path, body in (
+        ("/v1/retrieve", {"query": "q"}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "q"}]}),
+    ):
+        response = client.post(path, json=body)
+        assert response.status_code == 500 and "retry-after" not in response.headers  # retrying will not help
+        error = response.json()["error"]
+        assert error["code"] == "embedder_mismatch" and "m|torch|fp32" in error["message"], error
+        assert error["type"] == "server_error"
+
+
 def test_the_chat_page_and_its_files_are_public_and_lock_down_scripts(prompt, tmp_path):
     """The page loads without a key (it asks for one when the API answers 401); the API behind it does not. The
     page may run only its own script file, and no path leaves the static folder."""

