@@ -49,8 +49,8 @@ def load_sentence_transformer(cfg: EmbedderConfig, device: str | None = None) ->
 
 def openvino_model_path(cfg: EmbedderConfig) -> Path:
     """Where the model's OpenVINO export lives: one per model; bf16 is a runtime setting of the fp32 export."""
-    name = Path(resolve_model_path(cfg.model)).name if cfg.model.replace("_", "-") == PACKAGED_MINILM else cfg.model
-    return Path(cfg.models_dir).expanduser() / "embedders" / f"{name.replace('/', '--')}-openvino" / OPENVINO_FILE
+    name = Path(cfg.model).name if Path(cfg.model).exists() else cfg.model.replace("/", "--")  # a folder, or an id
+    return Path(cfg.models_dir).expanduser() / "embedders" / f"{name}-openvino" / OPENVINO_FILE
 
 
 def export_openvino(model: SentenceTransformer, target: Path) -> Path:
@@ -142,10 +142,14 @@ class SentenceTransformersEmbedder:
             texts = [prefix + t for t in texts]
         if self.openvino is not None:
             vectors = self.openvino.encode(texts, batch_size)
-            return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return self.model.encode(
-            texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False
-        ).astype(np.float32, copy=False)
+        else:  # in float32 before normalising: a bf16 or fp16 model's own normalising leaves rows off unit length
+            vectors = (
+                self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
+                .float()
+                .cpu()
+                .numpy()
+            )
+        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def embed_documents(self, texts: list[str]) -> np.ndarray:
         return self._encode(texts, self.cfg.document_prefix, self.cfg.batch_size)

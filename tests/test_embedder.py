@@ -8,7 +8,7 @@ import pytest
 from ingest_jobs.chunk import chunk_document
 from ingest_jobs.ingest import run_ingest
 from ingest_jobs.parse import parse_document
-from rag.config import ChunkingConfig, ConfigError, EmbedderConfig, MilvusConfig, ParseConfig, RagConfig
+from rag.config import ChunkConfig, ConfigError, EmbedderConfig, MilvusConfig, ParseConfig, RagConfig
 from rag.embedder import SentenceTransformersEmbedder, openvino_model_path, prepare_embedder
 from rag.search import MilvusRetriever
 from rag.store import EmbedderMismatch, MilvusChunkStore
@@ -22,7 +22,7 @@ def chunks() -> list[str]:
     texts = []
     for page in PAGES:
         doc = parse_document((MILVUS_DOCS / page).read_bytes(), page, ParseConfig())
-        texts += [r["embed_text"] for r in chunk_document(doc, source=page, doc_hash="", cfg=ChunkingConfig())]
+        texts += [r["embed_text"] for r in chunk_document(doc, source=page, doc_hash="", cfg=ChunkConfig())]
     assert len(texts) > 40
     return texts
 

@@ -166,7 +166,7 @@ def test_stop_keeps_the_partial_answer_and_new_chat_drops_a_running_one(browser,
     assert box.input_value() == "What is the chunk cache?\nAnd how is it configured?" and not bodies
     box.press("Enter")
     turn = page.locator("#conversation .turn").last
-    page.wait_for_function("document.querySelector('#conversation .turn:last-child .answer').textContent.length > 0")
+    expect(turn.locator(".answer")).not_to_be_empty(timeout=ANSWER_TIMEOUT_MS)
     page.keyboard.press("Escape")  # Stop, from the keyboard, while the answer streams
     expect(turn.locator(".turn-status")).to_have_text("Stopped.")
     expect(page.get_by_role("button", name="Send")).to_be_enabled()
