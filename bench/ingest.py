@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import ray
 import torch
 
@@ -73,7 +74,7 @@ def bench_encode(cfg: RagConfig, texts: list[str], batch_size: int | None) -> fl
     return time.perf_counter() - started
 
 
-def bench_backend(cfg: EmbedderConfig, texts: list[str]) -> tuple[float, float]:
+def bench_backend(cfg: EmbedderConfig, texts: list[str]) -> tuple[float, float, np.ndarray]:
     """The project's embedder with one backend and precision, as the ingest actor runs it (every core, the
     config's batch size): seconds for every chunk, and the median milliseconds of one question."""
     threads = os.cpu_count() or 1
@@ -81,14 +82,32 @@ def bench_backend(cfg: EmbedderConfig, texts: list[str]) -> tuple[float, float]:
     embedder = SentenceTransformersEmbedder(prepare_embedder(cfg), num_threads=threads)
     embedder.embed_documents(texts[:64])  # warm-up
     started = time.perf_counter()
-    embedder.embed_documents(texts)
+    vectors = embedder.embed_documents(texts)
     seconds = time.perf_counter() - started
     query = []
     for _ in range(50):
         started = time.perf_counter()
         embedder.embed_queries(["How do I configure the chunk cache?"])
         query.append(time.perf_counter() - started)
-    return seconds, 1000 * sorted(query)[len(query) // 2]
+    return seconds, 1000 * sorted(query)[len(query) // 2], vectors
+
+
+def compare_backends(cfg: RagConfig, texts: list[str]) -> dict[tuple[str, str], float]:
+    """Chunks/s of each backend and precision on the same texts, with its cosine to torch fp32's vectors."""
+    rates, reference = {}, None
+    for backend, precision in BACKENDS:
+        embedder = cfg.embedder.model_copy(update={"backend": backend, "precision": precision})
+        seconds, query_ms, vectors = bench_backend(embedder, texts)
+        reference = vectors if reference is None else reference
+        cosine = (vectors * reference).sum(axis=1)
+        rates[backend, precision] = len(texts) / seconds
+        print(
+            f"{backend:>8} {precision}: {len(texts)} chunks, {seconds:.1f} s, {len(texts) / seconds:.1f} chunks/s "
+            f"(batch {cfg.embedder.batch_size}); one query {query_ms:.1f} ms; cosine to torch fp32 mean "
+            f"{cosine.mean():.5f} min {cosine.min():.5f}",
+            flush=True,
+        )
+    return rates
 
 
 def bench_seed(cfg: RagConfig) -> tuple[int, float]:
@@ -117,7 +136,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", default=str(REPO.parent / "shared" / "corpus" / "milvus-docs"))
     parser.add_argument("--config", default=str(REPO / "configs" / "local.yaml"))
+    parser.add_argument(
+        "--backends-only", type=int, metavar="N", help="only the backends, on every (chunks/N)-th chunk: N of them"
+    )
     args = parser.parse_args()
+    if args.backends_only:
+        cfg = RagConfig.load(args.config, {"corpus": {"path": args.corpus}})
+        texts = chunk_texts(cfg)
+        compare_backends(cfg, texts[:: max(1, len(texts) // args.backends_only)][: args.backends_only])
+        return
 
     data_dir = tempfile.mkdtemp(prefix="bench-milvus-")
     cfg = RagConfig.load(
@@ -147,16 +174,7 @@ def main() -> None:
             "(plain SentenceTransformer.encode, default batch size 32)",
             flush=True,
         )
-        rates = {}
-        for backend, precision in BACKENDS:
-            embedder = cfg.embedder.model_copy(update={"backend": backend, "precision": precision})
-            seconds, query_ms = bench_backend(embedder, texts)
-            rates[backend, precision] = len(texts) / seconds
-            print(
-                f"{backend:>8} {precision}: {len(texts)} chunks, {seconds:.1f} s, {len(texts) / seconds:.1f} chunks/s "
-                f"(batch {cfg.embedder.batch_size}); one query {query_ms:.1f} ms",
-                flush=True,
-            )
+        rates = compare_backends(cfg, texts)
 
         seed_chunks, seed_s = bench_seed(cfg)
         seed_rate = seed_chunks / seed_s
