@@ -115,6 +115,9 @@ def main(argv: list[str]) -> int:
         metavar="BASE_URL",
         help="also send the questions through this chat endpoint (with the first key of serve.api_keys_file)",
     )
+    parser.add_argument(
+        "--max-tokens", type=int, default=128, help="cap on each --chat answer's tokens (the figures use 128)"
+    )
     parser.add_argument("--work-dir", default=WORK_DIR, help="where the evaluation writes the corpora it derives")
     parser.add_argument("--config", help="YAML config file")
     parser.add_argument("--collection", help="Milvus collection (milvus.collection)")
@@ -125,6 +128,8 @@ def main(argv: list[str]) -> int:
     try:
         if args.chat and not args.questions:
             raise ValueError("--chat needs --questions with reference answers")
+        if args.max_tokens < 1:
+            raise ValueError(f"--max-tokens must be at least 1, got {args.max_tokens}")
         cfg, questions, rows = prepare(
             questions_path=args.questions,
             beir=args.beir,
@@ -141,7 +146,7 @@ def main(argv: list[str]) -> int:
         chat = None
         if args.chat:  # the endpoint's key: the config's first, as `rag ready` sends it
             api_key = next(iter(cfg.serve.api_keys()), "unused")
-            chat = evaluate_chat(args.chat, rows, model=cfg.llm.model_id, api_key=api_key)
+            chat = evaluate_chat(args.chat, rows, model=cfg.llm.model_id, api_key=api_key, max_tokens=args.max_tokens)
     except (ConfigError, CorpusNotFound, MilvusUnavailable, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

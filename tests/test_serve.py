@@ -286,7 +286,7 @@ def test_rag_eval_through_the_chat_endpoint(rag_app, tmp_path, capsys):
     path = faq_questions_file(tmp_path / "q.jsonl", limit=3)
     argv = eval_argv(
         "--questions", str(path), "--chat", base_url, collection=cfg.milvus.collection, milvus_uri=cfg.milvus.uri
-    ) + ["--set", f"serve.api_keys_file={cfg.serve.api_keys_file}"]
+    ) + ["--set", f"serve.api_keys_file={cfg.serve.api_keys_file}", "--max-tokens", str(MAX_TOKENS)]
     assert rag_main(argv) == 0
     chat = json.loads(capsys.readouterr().out)["chat"]
     assert chat["gold_in_sources"] > 0  # the performance FAQ is in the collection
