@@ -198,6 +198,11 @@ class LLMConfig(_Section):
         "nonsense at vLLM's temperature 1.0; a section here replaces it whole (unset fields: the model's own).",
     )
     accelerator: Literal["cpu", "gpu"] = Field("cpu", description="Where the engine runs.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="The engine's weights and activations. auto: vLLM's choice on a GPU; on a CPU, bfloat16 where it "
+        "has bf16 instructions (AVX512_BF16, AMX, Arm BF16), else float32, since emulated bf16 prefills 4x slower.",
+    )
     num_gpus: float = Field(0, ge=0, description="GPUs per engine replica.")
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM GPU memory share (GPU only).")
     engine_num_cpus: float = Field(

@@ -38,11 +38,34 @@ def prepare_model_source(cfg: RagLLMConfig) -> str:
     return str(target)
 
 
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes in bfloat16 natively: x86 AVX512_BF16 or AMX, or Arm's BF16 feature."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux: no way to tell, and float32 is never the slow choice there
+            return False
+    words = set(cpuinfo.split())
+    return bool(words & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def engine_dtype(cfg: RagLLMConfig) -> str | None:
+    """``llm.dtype`` as vLLM takes it; None leaves vLLM's own choice. ``auto`` on a CPU is resolved on the node
+    that builds the app, which is the engine's on a single host (a CPU cluster's nodes should match, or set it)."""
+    if cfg.dtype != "auto":
+        return cfg.dtype
+    if cfg.accelerator == "cpu":
+        return "bfloat16" if cpu_has_bf16() else "float32"
+    return None
+
+
 def llm_config_kwargs(rag_cfg: RagConfig, model_source: str) -> dict[str, Any]:
     """Arguments of ``ray.serve.llm.LLMConfig``; kept as plain data so tests can check them without vLLM. A
     request past the engines' queue is refused as every deployment's is (``ServeConfig.backpressure_config``)."""
     cfg = rag_cfg.llm
     engine_kwargs: dict[str, Any] = {"max_model_len": cfg.max_model_len}
+    if dtype := engine_dtype(cfg):
+        engine_kwargs["dtype"] = dtype
     if overrides := cfg.default_sampling.engine_overrides():
         engine_kwargs["override_generation_config"] = overrides
     if cfg.max_num_batched_tokens:

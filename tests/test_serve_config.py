@@ -8,7 +8,7 @@ import yaml
 from entrypoints.local_ray import RAY_START_ENV
 from rag.config import ConfigError, RagConfig
 from serve_app.cpu_host import CpuHostLLMServer, cpu_engine_settings, llm_server_options
-from serve_app.llm import llm_config_kwargs
+from serve_app.llm import cpu_has_bf16, llm_config_kwargs
 from serve_app.serve_config import IMPORT_PATH, SERVE_ENV, AppArgs, serve_config_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -44,6 +44,8 @@ def test_llm_config_on_cpu_and_gpu():
     gpu = llm_config_kwargs(gpu_cfg, "meta-llama/Llama-3.1-8B-Instruct")
     assert "accelerator_config" not in gpu and gpu["engine_kwargs"]["gpu_memory_utilization"] == 0.9
     assert "max_num_batched_tokens" not in gpu["engine_kwargs"]  # vLLM's GPU default
+    assert "dtype" not in gpu["engine_kwargs"]  # vLLM's own on a GPU: the checkpoint's bf16
+    assert local["engine_kwargs"]["dtype"] == ("bfloat16" if cpu_has_bf16() else "float32")
     assert cpu_engine_settings(gpu_llm) is None and llm_server_options(gpu_llm) == {}  # Ray's own LLMServer
     assert llm_server_options(local_llm)["deployment_cls"] is CpuHostLLMServer
     assert gpu["deployment_config"]["autoscaling_config"] == {
@@ -77,3 +79,29 @@ def test_default_sampling_is_replaced_whole_and_unset_leaves_the_models_own():
     assert "override_generation_config" not in llm_config_kwargs(cfg, "/m")["engine_kwargs"]
     with pytest.raises(ConfigError, match="default_sampling.temprature"):
         RagConfig.load(None, {"llm": {"default_sampling": {"temprature": 0}}})
+
+
+AVX2_ONLY = "flags\t\t: fpu sse sse2 ssse3 sse4_1 sse4_2 avx f16c fma avx2 bmi2\n"
+
+
+@pytest.mark.parametrize(
+    "cpuinfo, native",
+    [
+        (AVX2_ONLY, False),
+        (AVX2_ONLY.replace("avx2", "avx2 avx512f avx512bw avx512_vnni"), False),  # VNNI is int8, not bf16
+        (AVX2_ONLY.replace("avx2", "avx2 avx512f avx512_bf16"), True),  # Zen 4, Cooper Lake
+        (AVX2_ONLY.replace("avx2", "avx2 amx_tile amx_bf16 amx_int8"), True),  # Sapphire Rapids
+        ("Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics asimdhp bf16 i8mm\n", True),  # Neoverse V1
+        ("Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32\n", False),
+    ],
+)
+def test_a_cpu_engine_computes_in_bf16_only_where_the_cpu_has_it(cpuinfo, native):
+    assert cpu_has_bf16(cpuinfo) is native
+
+
+def test_an_explicit_dtype_is_passed_as_it_is():
+    for accelerator in ("cpu", "gpu"):
+        cfg = RagConfig.load(None, {"llm": {"dtype": "bfloat16", "accelerator": accelerator}})
+        assert llm_config_kwargs(cfg, "/m")["engine_kwargs"]["dtype"] == "bfloat16"
+    with pytest.raises(ConfigError, match="llm.dtype"):
+        RagConfig.load(None, {"llm": {"dtype": "fp8"}})
