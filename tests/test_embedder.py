@@ -29,7 +29,7 @@ def chunks() -> list[str]:
 
 @pytest.fixture(scope="module")
 def torch_vectors(chunks):
-    return SentenceTransformersEmbedder(EmbedderConfig()).embed_documents(chunks)
+    return SentenceTransformersEmbedder(EmbedderConfig(backend="torch")).embed_documents(chunks)
 
 
 @pytest.mark.parametrize(("backend", "precision"), [("openvino", "fp32"), ("openvino", "bf16"), ("torch", "bf16")])
@@ -61,7 +61,7 @@ def test_a_backend_is_checked_against_its_precision():
         with pytest.raises(ConfigError, match="openvino"):
             RagConfig.load(None, {"embedder": bad})
     with pytest.raises(ConfigError, match="fp16 needs a GPU"):
-        RagConfig.load(None, {"embedder": {"precision": "fp16"}})
+        RagConfig.load(None, {"embedder": {"backend": "torch", "precision": "fp16"}})
 
 
 def test_a_collection_embedded_otherwise_is_refused(ray_cluster, milvus_uri, collection, tmp_path):
