@@ -1,6 +1,7 @@
 """Ingest throughput on the whole Milvus docs corpus, against its limit and against a seed-style script.
 
     python bench/ingest.py [--corpus ../shared/corpus/milvus-docs] [--config configs/local.yaml]
+                           [--backends torch/fp32 openvino/fp32] [--backends-only N]
 
 Prints, in one run:
   pipeline   the Ray Data job (read → parse → chunk → embed → write) into a fresh collection, with the config's
@@ -36,7 +37,7 @@ from ingest_jobs.read import Corpus  # noqa: E402
 from rag.config import EmbedderConfig, RagConfig  # noqa: E402
 from rag.embedder import SentenceTransformersEmbedder, load_sentence_transformer, prepare_embedder  # noqa: E402
 
-BACKENDS = [("torch", "fp32"), ("torch", "bf16"), ("openvino", "fp32"), ("openvino", "bf16")]
+BACKENDS = ["torch/fp32", "torch/bf16", "openvino/fp32", "openvino/bf16"]  # torch/fp32 first: the reference
 from rag.milvus_server import start_local, stop_local  # noqa: E402
 
 
@@ -92,10 +93,10 @@ def bench_backend(cfg: EmbedderConfig, texts: list[str]) -> tuple[float, float, 
     return seconds, 1000 * sorted(query)[len(query) // 2], vectors
 
 
-def compare_backends(cfg: RagConfig, texts: list[str]) -> dict[tuple[str, str], float]:
+def compare_backends(cfg: RagConfig, texts: list[str], backends: list[str]) -> dict[tuple[str, str], float]:
     """Chunks/s of each backend and precision on the same texts, with its cosine to torch fp32's vectors."""
     rates, reference = {}, None
-    for backend, precision in BACKENDS:
+    for backend, precision in (b.split("/") for b in backends):
         embedder = cfg.embedder.model_copy(update={"backend": backend, "precision": precision})
         seconds, query_ms, vectors = bench_backend(embedder, texts)
         reference = vectors if reference is None else reference
@@ -139,11 +140,16 @@ def main() -> None:
     parser.add_argument(
         "--backends-only", type=int, metavar="N", help="only the backends, on every (chunks/N)-th chunk: N of them"
     )
+    parser.add_argument(
+        "--backends", nargs="+", default=BACKENDS, metavar="BACKEND/PRECISION", help="torch/fp32 first: the reference"
+    )
     args = parser.parse_args()
+    if args.backends[0] != "torch/fp32":
+        parser.error("--backends starts with torch/fp32, the vectors the others are compared with")
     if args.backends_only:
         cfg = RagConfig.load(args.config, {"corpus": {"path": args.corpus}})
         texts = chunk_texts(cfg)
-        compare_backends(cfg, texts[:: max(1, len(texts) // args.backends_only)][: args.backends_only])
+        compare_backends(cfg, texts[:: max(1, len(texts) // args.backends_only)][: args.backends_only], args.backends)
         return
 
     data_dir = tempfile.mkdtemp(prefix="bench-milvus-")
@@ -174,7 +180,7 @@ def main() -> None:
             "(plain SentenceTransformer.encode, default batch size 32)",
             flush=True,
         )
-        rates = compare_backends(cfg, texts)
+        rates = compare_backends(cfg, texts, args.backends)
 
         seed_chunks, seed_s = bench_seed(cfg)
         seed_rate = seed_chunks / seed_s
