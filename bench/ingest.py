@@ -36,9 +36,9 @@ from ingest_jobs.parse import ParseSkip, parse_document  # noqa: E402
 from ingest_jobs.read import Corpus  # noqa: E402
 from rag.config import EmbedderConfig, RagConfig  # noqa: E402
 from rag.embedder import SentenceTransformersEmbedder, load_sentence_transformer, prepare_embedder  # noqa: E402
+from rag.milvus_server import start_local, stop_local  # noqa: E402
 
 BACKENDS = ["torch/fp32", "torch/bf16", "openvino/fp32", "openvino/bf16"]  # torch/fp32 first: the reference
-from rag.milvus_server import start_local, stop_local  # noqa: E402
 
 
 def free_port() -> int:
