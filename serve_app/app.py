@@ -16,7 +16,8 @@ from rag.config import RagConfig
 from rag.embedder import prepare_embedder
 from rag.milvus_server import ensure_milvus, is_loopback
 from serve_app.cpu_host import llm_server_options
-from serve_app.deployments import QueryEmbedder, RagIngress, Retriever
+from serve_app.deployments import QueryEmbedder, Retriever
+from serve_app.ingress import RagIngress
 from serve_app.llm import llm_config_kwargs, prepare_model_source
 from serve_app.serve_config import AppArgs
 

@@ -1,5 +1,7 @@
-"""The Serve shells: deployment options and handles only; the logic lives in the plain classes they wrap. Each
-takes the one config and says, in ``get_deployment_options``, what Serve should give it, as Ray's LLMServer does."""
+"""The Serve shells of the embedder and the retriever: deployment options and batching only; the logic lives in
+the plain classes they wrap. Each takes the one config and says, in ``get_deployment_options``, what Serve should
+give it, as Ray's LLMServer does. The ingress shell lives beside its FastAPI app (``serve_app/ingress.py``): it needs
+vLLM's OpenAI models, and a replica imports its shell's whole module, so these replicas never load vLLM."""
 
 from __future__ import annotations
 
@@ -8,14 +10,11 @@ from collections import deque
 from typing import Any
 
 from ray import serve
-from ray.serve.handle import DeploymentHandle
 
 from rag.config import RagConfig
 from rag.embedder import SentenceTransformersEmbedder
 from rag.search import MilvusRetriever, RetrievalFilter, Search, SearchMode, Source, answer_or_raise
-from serve_app.ingress import RagService, build_fastapi
 from serve_app.metrics import EmbedderMetrics
-from serve_app.prompt import PromptBuilder
 
 
 class _Batching:
@@ -86,37 +85,3 @@ class Retriever(_Batching):
         self, query: str, vector: list[float] | None, mode: SearchMode, top_k: int, flt: RetrievalFilter | None
     ) -> list[Source]:
         return answer_or_raise(await self.search(Search(query, vector, mode, top_k, flt)))
-
-
-@serve.ingress()
-class RagIngress:
-    """FastAPI ingress; ``__serve_build_asgi_app__`` hands Serve the app built over ``RagService``."""
-
-    @staticmethod
-    def get_deployment_options(cfg: RagConfig) -> dict[str, Any]:
-        return {"name": "RagIngress", **cfg.serve.deployment_options("ingress")}
-
-    def __init__(
-        self,
-        cfg: RagConfig,
-        model_source: str,
-        embedder: DeploymentHandle,
-        retriever: DeploymentHandle,
-        llm: DeploymentHandle,
-    ):
-        from transformers import AutoTokenizer
-
-        # A missing or empty keys file fails the replica at start, naming the file: never an open endpoint.
-        self.api_keys = cfg.serve.api_keys()
-        llm_stream = llm.options(stream=True)  # LLMServer.chat is a generator: without stream=True it raises
-        self.service = RagService(
-            cfg,
-            embed=lambda texts: embedder.embed.remote(texts),
-            count_tokens=lambda texts: embedder.count_tokens.remote(texts),
-            retrieve=lambda q, v, mode, k, flt: retriever.retrieve.remote(q, v, mode, k, flt),
-            generate=lambda request: llm_stream.chat.remote(request),
-            prompt=PromptBuilder(AutoTokenizer.from_pretrained(model_source), max_model_len=cfg.llm.max_model_len),
-        )
-
-    async def __serve_build_asgi_app__(self):
-        return build_fastapi(self.service, self.api_keys)

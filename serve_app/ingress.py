@@ -1,7 +1,7 @@
 """ingress: embed → retrieve → prompt → generate behind an OpenAI-compatible FastAPI app.
 
 ``RagService`` holds the logic and takes its parts as async callables, so tests run it with plain
-objects and the Serve shell runs it with deployment handles.
+objects and the Serve shell ``RagIngress`` (at the end) runs it with deployment handles.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from ray import serve
+from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException
 
 from rag.config import RagConfig
@@ -512,3 +514,37 @@ class CountRequests:
         finally:
             route = scope.get("route")  # FastAPI's matched route: its template, never the raw path
             self.metrics.request(getattr(route, "path", "unmatched"), status)
+
+
+@serve.ingress()
+class RagIngress:
+    """FastAPI ingress; ``__serve_build_asgi_app__`` hands Serve the app built over ``RagService``."""
+
+    @staticmethod
+    def get_deployment_options(cfg: RagConfig) -> dict[str, Any]:
+        return {"name": "RagIngress", **cfg.serve.deployment_options("ingress")}
+
+    def __init__(
+        self,
+        cfg: RagConfig,
+        model_source: str,
+        embedder: DeploymentHandle,
+        retriever: DeploymentHandle,
+        llm: DeploymentHandle,
+    ):
+        from transformers import AutoTokenizer
+
+        # A missing or empty keys file fails the replica at start, naming the file: never an open endpoint.
+        self.api_keys = cfg.serve.api_keys()
+        llm_stream = llm.options(stream=True)  # LLMServer.chat is a generator: without stream=True it raises
+        self.service = RagService(
+            cfg,
+            embed=lambda texts: embedder.embed.remote(texts),
+            count_tokens=lambda texts: embedder.count_tokens.remote(texts),
+            retrieve=lambda q, v, mode, k, flt: retriever.retrieve.remote(q, v, mode, k, flt),
+            generate=lambda request: llm_stream.chat.remote(request),
+            prompt=PromptBuilder(AutoTokenizer.from_pretrained(model_source), max_model_len=cfg.llm.max_model_len),
+        )
+
+    async def __serve_build_asgi_app__(self):
+        return build_fastapi(self.service, self.api_keys)

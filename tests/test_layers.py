@@ -55,3 +55,13 @@ def test_the_prompt_builder_and_rag_eval_load_neither_vllm_nor_ray_serve():
     )
     loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert loaded.stdout.strip() == "[]"
+
+
+def test_the_embedder_and_retriever_shells_load_neither_vllm_nor_torch():
+    # A replica imports its shell's whole module: vLLM there would cost each of them ~20 s of start-up and its memory.
+    code = (
+        "import sys, serve_app.deployments; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('vllm', 'torch', 'transformers')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == "[]"
