@@ -50,14 +50,16 @@ def run_demo(argv: list[str]) -> int:
     parser.add_argument("--log", default=".rag/demo.log", help="where Ray's, vLLM's and the models' logs go")
     args = parser.parse_args(argv)
 
+    from ingest_jobs.read import Corpus, CorpusNotFound
     from rag.config import ConfigError, RagConfig
     from rag.milvus_server import ensure_milvus
     from rag.store import MilvusUnavailable
 
     try:
         cfg = RagConfig.load(args.config, {"corpus": {"path": args.corpus}, "milvus": {"collection": args.collection}})
+        Corpus(cfg.corpus)  # a missing folder stops the demo here, before Milvus or Ray start
         started_milvus = ensure_milvus(cfg.milvus)
-    except (ConfigError, MilvusUnavailable) as e:
+    except (ConfigError, CorpusNotFound, MilvusUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"demo: logs in {args.log}")
@@ -84,7 +86,6 @@ def _demo(cfg, args: argparse.Namespace, console: IO[str]) -> int:
     from entrypoints.cli import wait_ready
     from entrypoints.local_ray import init_local_ray
     from ingest_jobs.ingest import run_ingest
-    from ingest_jobs.read import CorpusNotFound
     from rag.store import EmbedderMismatch
     from serve_app.app import prepare_app
     from serve_app.serve_config import APP_NAME
@@ -103,10 +104,6 @@ def _demo(cfg, args: argparse.Namespace, console: IO[str]) -> int:
             return 2
         say(f"demo: {e}; re-embedding the demo's own collection")
         summary = run_ingest(cfg, force=True)
-    except CorpusNotFound as e:
-        say(f"error: {e}")
-        ray.shutdown()
-        return 2
     say(summary.format())
 
     say("demo: starting the Serve app (embedder, retriever, vLLM on CPU with SmolLM2) ...")

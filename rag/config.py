@@ -15,6 +15,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
 
+# Hosts that only this machine reaches: a milvus-lite server the project may start, an endpoint that needs no key.
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
 _yaml_path: ContextVar[Path | None] = ContextVar("rag_config_yaml", default=None)
 
 
@@ -402,7 +405,7 @@ class ServeConfig(_Section):
 
     def open_endpoint_warning(self, host: str) -> str | None:
         """A warning when the endpoint would listen beyond loopback with no API key."""
-        if self.api_keys_file or host in ("127.0.0.1", "localhost", "::1"):
+        if self.api_keys_file or host in LOOPBACK_HOSTS:
             return None
         return (
             f"warning: serving on {host}:{self.port} with no API keys: anyone who reaches it can use the endpoint; "

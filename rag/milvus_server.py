@@ -15,10 +15,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-from rag.config import MilvusConfig
+from rag.config import LOOPBACK_HOSTS, MilvusConfig
 from rag.store import MilvusUnavailable
-
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def _host_port(uri: str) -> tuple[str, int]:

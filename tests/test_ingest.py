@@ -199,6 +199,9 @@ def test_cli_missing_corpus_and_unreachable_milvus_exit_2(tmp_path):
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1].startswith("error: corpus folder not found")
     assert "Traceback" not in missing.stderr
+    demo = rag_cli("demo", "--corpus", str(tmp_path / "nope"))  # stops before it starts Milvus, Ray or its log
+    assert demo.returncode == 2 and "demo: logs in" not in demo.stdout
+    assert demo.stderr.strip() == f"error: corpus folder not found: {tmp_path / 'nope'}"
 
     (tmp_path / "a.txt").write_text("hello")
     port = free_port()
