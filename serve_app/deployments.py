@@ -37,16 +37,9 @@ class QueryEmbedder(_Batching):
         return {"name": "QueryEmbedder", **cfg.serve.deployment_options("embedder")}
 
     def __init__(self, cfg: RagConfig):
-        import torch
-
-        from rag.embedder import load_sentence_transformer
-
-        torch.set_num_threads(cfg.serve.embed_num_threads)
         device = "cuda" if cfg.serve.embedder.num_gpus > 0 else "cpu"
         self.embedder = SentenceTransformersEmbedder(
-            cfg.embedder,
-            model=load_sentence_transformer(cfg.embedder, device),
-            num_threads=cfg.serve.embed_num_threads,
+            cfg.embedder, device=device, num_threads=cfg.serve.embed_num_threads
         )
         self._batch(self.embed_one, cfg.serve.embed_max_batch_size, cfg.serve.embed_batch_wait_timeout_s)
         self.metrics = EmbedderMetrics()

