@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import ray
-import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -79,7 +78,6 @@ def bench_backend(cfg: EmbedderConfig, texts: list[str]) -> tuple[float, float, 
     """The project's embedder with one backend and precision, as the ingest actor runs it (every core, the
     config's batch size): seconds for every chunk, and the median milliseconds of one question."""
     threads = os.cpu_count() or 1
-    torch.set_num_threads(threads)
     embedder = SentenceTransformersEmbedder(prepare_embedder(cfg), num_threads=threads)
     embedder.embed_documents(texts[:64])  # warm-up
     started = time.perf_counter()

@@ -9,7 +9,9 @@ tokenizer with sentence-transformers' settings, so it runs without torch.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,15 +58,21 @@ def openvino_model_path(cfg: EmbedderConfig) -> Path:
     return Path(cfg.models_dir).expanduser() / "embedders" / f"{name}-openvino" / OPENVINO_FILE
 
 
+def openvino_export_ready(target: Path) -> bool:
+    """The export folder holds the model and its tokenizer (one from an earlier version has no tokenizer)."""
+    return target.exists() and target.with_name(TOKENIZER_FILE).exists()
+
+
 def export_openvino(model: SentenceTransformer, target: Path) -> Path:
     """Converts the model's forward pass (transformer and pooling, before normalising) with
     ``openvino.convert_model`` and saves it once, with the model's tokenizer beside it set up as
-    sentence-transformers tokenises, so running the export needs neither torch nor transformers. A concurrent
-    exporter's finished files win; an export without its tokenizer (an earlier version's) is built again."""
+    sentence-transformers tokenises, so running the export needs neither torch nor transformers. The folder is
+    built aside and renamed into place whole: a reader sees a whole export or none; of two concurrent exporters
+    the first rename wins; an earlier version's export, without its tokenizer, is replaced."""
     import openvino as ov
     import torch
 
-    if target.exists() and target.with_name(TOKENIZER_FILE).exists():
+    if openvino_export_ready(target):
         return target
     example = model.preprocess(["an example sentence to trace", "another"])
     names = [n for n in TOKENIZER_OUTPUTS if n in example]
@@ -86,31 +94,40 @@ def export_openvino(model: SentenceTransformer, target: Path) -> Path:
             example_input={n: example[n] for n in names},
             input=[(n, ov.PartialShape([-1, -1]), ov.Type.i64) for n in names],
         )
-    partial = target.with_name(f"{target.stem}.partial-{os.getpid()}{target.suffix}")
-    partial.parent.mkdir(parents=True, exist_ok=True)
-    tokenizer = partial.with_name(f"tokenizer.partial-{os.getpid()}.json")
-    sentence_transformers_tokenizer(model).save(str(tokenizer))
-    tokenizer.rename(target.with_name(TOKENIZER_FILE))  # before the model file: a model file means a whole export
-    ov.save_model(converted, partial, compress_to_fp16=False)
-    partial.with_suffix(".bin").rename(target.with_suffix(".bin"))
-    partial.rename(target)
+    folder = target.parent
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)  # a crashed exporter's, under a pid reused since
+    partial.mkdir(parents=True)
+    sentence_transformers_tokenizer(model).save(str(partial / TOKENIZER_FILE))
+    ov.save_model(converted, partial / target.name, compress_to_fp16=False)
+    stale = folder.with_name(f"{folder.name}.stale-{os.getpid()}")
+    if folder.exists() and not openvino_export_ready(target):
+        with contextlib.suppress(FileNotFoundError):  # another exporter moved it first
+            folder.rename(stale)
+    try:
+        partial.rename(folder)
+    except OSError:  # another exporter's whole export is in place
+        shutil.rmtree(partial)
+    shutil.rmtree(stale, ignore_errors=True)
     return target
 
 
 def sentence_transformers_tokenizer(model: SentenceTransformer) -> Tokenizer:
-    """The model's fast tokenizer with sentence-transformers' settings baked in: truncation at the model's
-    max_seq_length, padding to the longest text of a batch, lower-casing where the model asks for it."""
-    from tokenizers import Tokenizer, normalizers
+    """The model's fast tokenizer as sentence-transformers calls it: truncation at the model's max_seq_length,
+    padding to the longest text of a batch, each on the side the model's tokenizer says. Lower-casing, where the
+    model asks for it, sentence-transformers has already put into the fast tokenizer's normaliser."""
+    from tokenizers import Tokenizer
 
     hf = model.tokenizer
     if not getattr(hf, "is_fast", False):
         raise ValueError(f"the openvino backend needs a model with a fast tokenizer (tokenizer.json): {model}")
     tokenizer = Tokenizer.from_str(hf.backend_tokenizer.to_str())
-    if getattr(model[0], "do_lower_case", False):
-        steps = [normalizers.Lowercase()] + ([tokenizer.normalizer] if tokenizer.normalizer else [])
-        tokenizer.normalizer = normalizers.Sequence(steps)
-    tokenizer.enable_truncation(max_length=model.max_seq_length)
-    tokenizer.enable_padding(pad_id=hf.pad_token_id, pad_token=hf.pad_token, pad_type_id=hf.pad_token_type_id)
+    tokenizer.no_truncation()
+    if model.max_seq_length:
+        tokenizer.enable_truncation(max_length=model.max_seq_length, direction=hf.truncation_side)
+    tokenizer.enable_padding(
+        direction=hf.padding_side, pad_id=hf.pad_token_id, pad_token=hf.pad_token, pad_type_id=hf.pad_token_type_id
+    )
     return tokenizer
 
 
@@ -120,7 +137,7 @@ def prepare_embedder(cfg: EmbedderConfig) -> EmbedderConfig:
     cfg = cfg.model_copy(update={"models_dir": str(Path(cfg.models_dir).expanduser().resolve())})
     if cfg.backend == "openvino":
         target = openvino_model_path(cfg)
-        if not (target.exists() and target.with_name(TOKENIZER_FILE).exists()):
+        if not openvino_export_ready(target):
             export_openvino(load_sentence_transformer(cfg, "cpu"), target)
     return cfg
 
@@ -155,7 +172,7 @@ class OpenVINOEncoder:
         from tokenizers import Tokenizer
 
         path = openvino_model_path(cfg)
-        if not (path.exists() and path.with_name(TOKENIZER_FILE).exists()):
+        if not openvino_export_ready(path):
             export_openvino(load_sentence_transformer(cfg, "cpu"), path)
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINTS[cfg.precision]}
         if num_threads:
@@ -166,8 +183,8 @@ class OpenVINOEncoder:
         self.tokenizer = Tokenizer.from_file(str(path.with_name(TOKENIZER_FILE)))
 
     def tokenize(self, texts: list[str]) -> dict[str, np.ndarray]:
-        """The model's inputs for ``texts``, as sentence-transformers' ``preprocess`` makes them (it strips)."""
-        encodings = self.tokenizer.encode_batch([t.strip() for t in texts])
+        """The model's inputs for ``texts``, as sentence-transformers' ``preprocess`` makes them."""
+        encodings = self.tokenizer.encode_batch(texts)
         features = {
             "input_ids": [e.ids for e in encodings],
             "attention_mask": [e.attention_mask for e in encodings],
@@ -184,7 +201,7 @@ class OpenVINOEncoder:
         return out
 
     def count_tokens(self, texts: list[str]) -> int:
-        return sum(sum(e.attention_mask) for e in self.tokenizer.encode_batch([t.strip() for t in texts]))
+        return sum(sum(e.attention_mask) for e in self.tokenizer.encode_batch(texts))
 
 
 class SentenceTransformersEmbedder:

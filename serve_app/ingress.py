@@ -189,6 +189,8 @@ class RagService:
             raise over_limit("max_messages", len(messages), self.limits.max_messages, "messages")
         system_parts, conversation = [], []
         for i, message in enumerate(messages):
+            if not isinstance(message, dict):  # vLLM's union also parses gpt-oss Harmony messages into objects
+                raise bad_request(f"messages[{i}] must be an object with a role and a content", param=f"messages.{i}")
             role = message.get("role")
             text = _text_of(message.get("content"))
             self._check_text(text, f"messages.{i}.content")

@@ -190,6 +190,15 @@ def test_requests_are_counted_by_route_template_and_status(prompt):
     assert too_long.status_code == 400 and too_long.json()["error"]["code"] == "context_length_exceeded"
 
 
+def test_a_message_that_parses_as_another_kind_is_a_400(prompt):
+    # vLLM's message union takes gpt-oss Harmony messages (author, recipient) too, as objects (schemathesis found it).
+    client = TestClient(build_fastapi(service(prompt)[0]))
+    harmony = {"author": {"role": "user"}, "recipient": "x", "content": []}
+    response = client.post("/v1/chat/completions", json={"messages": [user(), harmony]})
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "messages.1" and "role and a content" in response.text
+
+
 def test_api_keys_guard_every_route_but_liveness(prompt, tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("# the team's keys\nkey-one\n\nkey-two\n")

