@@ -136,10 +136,14 @@ def prepare_embedder(cfg: EmbedderConfig) -> EmbedderConfig:
     so that workers on this node find it whatever their working directory (a worker elsewhere builds its own)."""
     cfg = cfg.model_copy(update={"models_dir": str(Path(cfg.models_dir).expanduser().resolve())})
     if cfg.backend == "openvino":
-        target = openvino_model_path(cfg)
-        if not openvino_export_ready(target):
-            export_openvino(load_sentence_transformer(cfg, "cpu"), target)
+        ensure_openvino_export(cfg)
     return cfg
+
+
+def ensure_openvino_export(cfg: EmbedderConfig) -> Path:
+    """The config's export, built first (with torch: the only time this path loads it) where it is missing."""
+    target = openvino_model_path(cfg)
+    return target if openvino_export_ready(target) else export_openvino(load_sentence_transformer(cfg, "cpu"), target)
 
 
 class TorchEncoder:
@@ -171,9 +175,7 @@ class OpenVINOEncoder:
         import openvino as ov
         from tokenizers import Tokenizer
 
-        path = openvino_model_path(cfg)
-        if not openvino_export_ready(path):
-            export_openvino(load_sentence_transformer(cfg, "cpu"), path)
+        path = ensure_openvino_export(cfg)
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": OPENVINO_PRECISION_HINTS[cfg.precision]}
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = num_threads

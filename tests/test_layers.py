@@ -4,6 +4,7 @@ import counts, a lazy one inside a function too."""
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -48,20 +49,19 @@ def test_the_checker_sees_a_lazy_upward_import(tmp_path):
     assert project_imports(module) - ALLOWED[SHARED] == {"serve_app"}
 
 
+def loaded_modules(imports: str, packages: tuple[str, ...]) -> list[str]:
+    """The modules whose names start with one of ``packages`` that a fresh interpreter holds after importing
+    ``imports``."""
+    found = f"sorted(m for m in sys.modules if m.startswith({packages!r}))"
+    code = f"import json, sys, {imports}; print(json.dumps({found}))"
+    ran = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    return json.loads(ran.stdout)
+
+
 def test_the_prompt_builder_and_rag_eval_load_neither_vllm_nor_ray_serve():
-    code = (
-        "import sys, serve_app.prompt, rag.search, evaluation.cli; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'vllm' or m.startswith('ray.serve')))"
-    )
-    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert loaded.stdout.strip() == "[]"
+    assert loaded_modules("serve_app.prompt, rag.search, evaluation.cli", ("vllm", "ray.serve")) == []
 
 
 def test_the_embedder_and_retriever_shells_load_neither_vllm_nor_torch():
     # A replica imports its shell's whole module: vLLM there would cost each of them ~20 s of start-up and its memory.
-    code = (
-        "import sys, serve_app.deployments; "
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('vllm', 'torch', 'transformers')))"
-    )
-    loaded = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
-    assert loaded.stdout.strip() == "[]"
+    assert loaded_modules("serve_app.deployments", ("vllm", "torch", "transformers")) == []
