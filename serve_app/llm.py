@@ -6,6 +6,8 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
+from ray.llm._internal.common.callbacks.base import CallbackBase
+
 from rag.config import LLMConfig as RagLLMConfig
 from rag.config import RagConfig
 
@@ -86,6 +88,7 @@ def llm_config_kwargs(rag_cfg: RagConfig, model_source: str) -> dict[str, Any]:
         "deployment_config": deployment_config,
         "experimental_configs": {"stream_batching_interval_ms": cfg.stream_batching_interval_ms},
         "log_engine_metrics": True,
+        "callback_config": {"callback_class": f"{__name__}.{LocalFolderSkipsNodeInit.__name__}"},
     }
     if cfg.accelerator == "cpu":
         # Ray's defaults reserve a CPU for the replica and another for the engine: on 2 cores nothing is left for
@@ -100,3 +103,15 @@ def llm_config_kwargs(rag_cfg: RagConfig, model_source: str) -> dict[str, Any]:
         if cfg.accelerator_type:
             kwargs["accelerator_type"] = cfg.accelerator_type
     return kwargs
+
+
+class LocalFolderSkipsNodeInit(CallbackBase):
+    """Ray's node initialisation runs a task on every node of the engine's placement group, to fetch a model
+    from a bucket before vLLM starts. A model in a folder on the node has nothing to fetch, yet the task still
+    starts a fresh worker that imports torch and transformers, in series before the engine: skipped, a SmolLM2
+    replica starts in 77 s instead of 98 s on an idle 2-core host. Any other source (a hub id, s3://, gs://)
+    keeps Ray's own steps."""
+
+    async def on_before_node_init(self) -> None:
+        if Path(self.llm_config.model_loading_config.model_source).is_dir():
+            self.ctx.run_init_node = False

@@ -2,13 +2,17 @@
 
 from pathlib import Path
 
+import asyncio
+from types import SimpleNamespace
+
 import pytest
 import yaml
+from ray.llm._internal.common.utils.import_utils import load_class
 
 from entrypoints.local_ray import RAY_START_ENV
 from rag.config import ConfigError, RagConfig
 from serve_app.cpu_host import CpuHostLLMServer, cpu_engine_settings, llm_server_options
-from serve_app.llm import cpu_has_bf16, llm_config_kwargs
+from serve_app.llm import LocalFolderSkipsNodeInit, cpu_has_bf16, llm_config_kwargs
 from serve_app.serve_config import IMPORT_PATH, SERVE_ENV, AppArgs, serve_config_yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +30,22 @@ def test_serve_yaml_args_validate_against_the_config_model():
     args = AppArgs.model_validate(app["args"])
     cfg = RagConfig.load(REPO / args.config_file, args.overrides)
     assert doc["http_options"] == {"host": cfg.serve.host, "port": cfg.serve.port}
+
+
+@pytest.mark.parametrize(
+    ("source", "runs_node_init"),
+    [("folder", False), ("meta-llama/Llama-3.1-8B-Instruct", True), ("s3://models/llama", True)],
+)
+def test_node_init_is_skipped_only_for_a_model_in_a_local_folder(tmp_path, source, runs_node_init):
+    """Ray's node-init task only fetches from buckets: for a folder it is a worker start for nothing."""
+    source = str(tmp_path) if source == "folder" else source
+    cfg = RagConfig.load(REPO / "configs" / "local.yaml")
+    callback_class = load_class(llm_config_kwargs(cfg, source)["callback_config"]["callback_class"])
+    assert callback_class is LocalFolderSkipsNodeInit
+    llm_config = SimpleNamespace(model_loading_config=SimpleNamespace(model_source=source))
+    callback = callback_class(llm_config=llm_config)
+    asyncio.run(callback.run_callback("on_before_node_init"))
+    assert callback.ctx.run_init_node is runs_node_init
 
 
 def test_llm_config_on_cpu_and_gpu():
