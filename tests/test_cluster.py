@@ -30,6 +30,7 @@ from tests.conftest import REPO, copy_pages, free_port
 PAGES = ["adminGuide/chunk_cache.html", "adminGuide/rbac.html", "faq/performance_faq.html"]
 SERVE_PORT = 8000  # serveConfigV2's own http_options; every node's proxy shares it (Serve sets SO_REUSEPORT)
 BIN = Path(sys.executable).parent
+METRICS_REPORT_S = 2
 
 
 class RayCluster:
@@ -44,6 +45,8 @@ class RayCluster:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.token,
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+            # Ray's processes export metrics every 10 s by default; the metrics test waits for two exports.
+            "RAY_metrics_report_interval_ms": str(METRICS_REPORT_S * 1000),
         }
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"
@@ -194,11 +197,10 @@ def scrape(cluster: RayCluster) -> dict[tuple[str, frozenset], float]:
 
 
 def settled_scrape(cluster: RayCluster) -> dict[tuple[str, frozenset], float]:
-    """A scrape once earlier traffic has been exported: two scrapes a report interval apart agree (Ray's
-    processes report their metrics every 10 s, metrics_report_interval_ms)."""
+    """A scrape once earlier traffic has been exported: two scrapes a report interval apart agree."""
     previous, deadline = scrape(cluster), time.monotonic() + 90
     while True:
-        time.sleep(11)
+        time.sleep(METRICS_REPORT_S + 1)
         current = scrape(cluster)
         if current == previous or time.monotonic() > deadline:
             return current
@@ -345,13 +347,13 @@ def test_the_rag_metrics_count_the_traffic(cluster, ingested, deployed):
         ("ray_rag_passages_returned_count", ()): 3,
         ("ray_rag_retrieval_latency_ms_count", (("mode", "hybrid"),)): 3,
     }
-    deadline = time.monotonic() + 90  # Ray's metrics agents export every few seconds
+    deadline = time.monotonic() + 90
     while True:
         totals = scrape(cluster)
         got = {key: delta(totals, key[0], **dict(key[1])) for key in expected}
         if got == expected or time.monotonic() > deadline:
             break
-        time.sleep(3)
+        time.sleep(METRICS_REPORT_S)
     assert got == expected
     assert value(totals, "ray_rag_query_embed_batch_size_sum") >= 3  # the chats' queries, the probes' too
     # The ingest job's counters outlive its driver.

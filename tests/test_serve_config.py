@@ -1,8 +1,7 @@
 """Parity: the Serve YAML we ship is the one generated from the config model, and it builds a valid config."""
 
-from pathlib import Path
-
 import asyncio
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
