@@ -235,6 +235,12 @@ class LLMConfig(_Section):
         description="Requests each caller (ingress replica) queues for the engines when all are full; past it the "
         "client gets a 503 with Retry-After at once. -1: no bound.",
     )
+    health_check_period_s: float = Field(
+        10,
+        gt=0,
+        description="Seconds between Serve's health checks of an engine replica; after three failures in a row (a "
+        "dead engine) Serve replaces the replica, and chats answer 503 until the new one is up.",
+    )
     accelerator_type: str | None = Field(
         None, description="GPU only: Ray's accelerator type the engine needs (e.g. L4, A10G, A100); unset: any GPU."
     )

@@ -11,9 +11,10 @@ PY=${PYTHON:-python3}
 LOG=.venv/install.log
 : > "$LOG"
 step() {
-  local what=$1; shift
-  echo "install: $what"
-  "$@" >> "$LOG" 2>&1 || { echo "install: failed: $what (the last lines of $LOG follow)" >&2; tail -n 30 "$LOG" >&2; exit 1; }
+  local what=$1 started=$SECONDS; shift
+  printf 'install: %s ... ' "$what"
+  "$@" >> "$LOG" 2>&1 || { echo; echo "install: failed: $what (the last lines of $LOG follow)" >&2; tail -n 30 "$LOG" >&2; exit 1; }
+  echo "$((SECONDS - started)) s"
 }
 step "pip and uv" pip install -U pip uv
 # pip resolves the whole set first (metadata only), and we install it without the CUDA builds of
@@ -42,4 +43,4 @@ if [ ! -x /usr/bin/chromium ]; then
     sh -c "$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium"
 fi
 step "checking the imports" python -c "import torch, vllm, ray, pymilvus, sentence_transformers; assert '+cpu' in torch.__version__, torch.__version__"
-echo "install: done (log: $LOG)"
+echo "install: done in $SECONDS s (log: $LOG)"

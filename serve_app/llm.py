@@ -76,6 +76,7 @@ def llm_config_kwargs(rag_cfg: RagConfig, model_source: str) -> dict[str, Any]:
         "max_ongoing_requests": cfg.max_ongoing_requests,
         "max_queued_requests": cfg.max_queued_requests,
         "backpressure_config": rag_cfg.serve.backpressure_config(),
+        "health_check_period_s": cfg.health_check_period_s,
         "autoscaling_config": {
             "min_replicas": cfg.min_replicas,
             "max_replicas": cfg.max_replicas,

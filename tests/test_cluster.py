@@ -47,6 +47,9 @@ class RayCluster:
             "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
             # Ray's processes export metrics every 10 s by default; the metrics test waits for two exports.
             "RAY_metrics_report_interval_ms": str(METRICS_REPORT_S * 1000),
+            # The whole cluster stops at once at the end: a node draining for the others only waits (the head,
+            # which never finishes its drain, for 30 s).
+            "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0",
         }
         self.gcs_port, self.dashboard_port = free_port(), free_port()
         self.dashboard = f"http://127.0.0.1:{self.dashboard_port}"

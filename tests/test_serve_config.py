@@ -74,6 +74,7 @@ def test_llm_config_on_cpu_and_gpu():
     }
     assert gpu["deployment_config"]["max_ongoing_requests"] == gpu_llm.max_ongoing_requests
     assert gpu["deployment_config"]["max_queued_requests"] == gpu_llm.max_queued_requests
+    assert gpu["deployment_config"]["health_check_period_s"] == gpu_llm.health_check_period_s == 10
     assert gpu["deployment_config"]["backpressure_config"] == {
         "status_code": 503,
         "retry_after_s": gpu_cfg.serve.retry_after_s,
