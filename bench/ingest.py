@@ -36,6 +36,7 @@ from ingest_jobs.read import Corpus  # noqa: E402
 from rag.config import EmbedderConfig, RagConfig  # noqa: E402
 from rag.embedder import SentenceTransformersEmbedder, load_sentence_transformer, prepare_embedder  # noqa: E402
 from rag.milvus_server import start_local, stop_local  # noqa: E402
+from rag.prepare import prepare  # noqa: E402
 
 BACKENDS = ["torch/fp32", "torch/bf16", "openvino/fp32", "openvino/bf16"]  # torch/fp32 first: the reference
 
@@ -161,7 +162,7 @@ def main() -> None:
     start_local(cfg.milvus)
     try:
         ray.init(num_cpus=os.cpu_count(), log_to_driver=False)
-        summary = run_ingest(cfg, force=True)
+        summary = run_ingest(prepare(cfg, corpus=True), force=True)
         ray.shutdown()
         pipeline_rate = summary.chunks_per_s
         print(

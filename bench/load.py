@@ -92,7 +92,7 @@ def main() -> None:
     with started_app(cfg) as base_url:
         print(
             f"users {args.users}, {args.seconds} s, max_tokens {args.max_tokens}; engine takes "
-            f"{cfg.llm.max_ongoing_requests} at once, queue {cfg.llm.max_queued_requests}",
+            f"{cfg.llm.replicas.max_ongoing_requests} at once, queue {cfg.llm.replicas.max_queued_requests}",
             flush=True,
         )
         records = work / "records.jsonl"

@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from evaluation.cli import prepare  # noqa: E402
+from evaluation.cli import load_evaluation  # noqa: E402
 from evaluation.faq import extract_faq  # noqa: E402
 from evaluation.retrieval import evaluate_retrieval, format_table  # noqa: E402
 from rag.config import RagConfig  # noqa: E402
@@ -89,11 +89,11 @@ def compare_backends(args: argparse.Namespace, backends: list[tuple[str, str]]) 
         for backend, precision in backends:
             overrides = {"embedder": {"backend": backend, "precision": precision}}
             name = f"{backend}_{precision}"
-            cfg, questions, _ = prepare(
+            cfg, questions, _ = load_evaluation(
                 beir=args.scifact, collection=f"eval_scifact_{name}", overrides=overrides, fresh=True
             )
             scifact = evaluate_retrieval(cfg, questions, ("dense", "hybrid"))
-            cfg, questions, _ = prepare(
+            cfg, questions, _ = load_evaluation(
                 questions_path=str(faq),
                 corpus=args.corpus,
                 exclude_question=True,
@@ -129,7 +129,7 @@ def main() -> int:
         return 0
 
     if not args.skip_scifact:
-        cfg, questions, _ = prepare(beir=args.scifact, fresh=True)
+        cfg, questions, _ = load_evaluation(beir=args.scifact, fresh=True)
         rows = table(cfg, questions)
         print(f"\n## SciFact: {len(questions.queries)} test queries, {cfg.milvus.collection}, one chunk per abstract")
         print(format_table(rows, "method"))
@@ -148,7 +148,7 @@ def main() -> int:
         for size, overlap, headings in dict.fromkeys(settings):
             name = f"eval_noq_{size}_{overlap}{'' if headings else '_plain'}"
             chunk = {"chunking": {"chunk_size": size, "chunk_overlap": overlap, "embed_headings": headings}}
-            cfg, questions, _ = prepare(
+            cfg, questions, _ = load_evaluation(
                 questions_path=str(faq),
                 corpus=args.corpus,
                 exclude_question=True,
@@ -164,7 +164,9 @@ def main() -> int:
             print(format_table(rows, "method"))
             print(verdict(rows))
         if args.with_question:
-            cfg, questions, _ = prepare(questions_path=str(faq), corpus=args.corpus, collection="eval_faq", fresh=True)
+            cfg, questions, _ = load_evaluation(
+                questions_path=str(faq), corpus=args.corpus, collection="eval_faq", fresh=True
+            )
             rows = table(cfg, questions)
             print(
                 f"\n## Milvus FAQ as extracted (question headings in the heading path): {len(questions.queries)} "

@@ -35,6 +35,7 @@ from entrypoints.local_ray import init_local_ray  # noqa: E402
 from ingest_jobs.ingest import run_ingest  # noqa: E402
 from rag.config import RagConfig, parse_overrides  # noqa: E402
 from rag.milvus_server import start_local, stop_local  # noqa: E402
+from rag.prepare import prepare  # noqa: E402
 
 QUESTIONS = [
     "How do I enable RBAC and create a user?",
@@ -367,7 +368,7 @@ def started_app(cfg: RagConfig) -> Iterator[str]:
     start_local(cfg.milvus)
     try:
         init_local_ray(log_to_driver=False)
-        summary = run_ingest(cfg)
+        summary = run_ingest(prepare(cfg, corpus=True))
         print(f"ingested {summary.documents} documents, {summary.collection_rows} chunks", flush=True)
         started = time.perf_counter()
         serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})

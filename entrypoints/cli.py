@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rag.api_keys import read_api_keys
 from rag.config import SERVE_TARGETS, ConfigError, RagConfig, parse_overrides
 from rag.milvus_server import answers, start_local, stop_local
 from rag.store import MilvusUnavailable
@@ -39,10 +40,10 @@ def _config(args: argparse.Namespace) -> int:
     if args.command == "serve-config":
         if args.set or not args.config:
             raise ConfigError("serve-config takes --config FILE only: the Serve YAML points at that file")
-        from serve_app.serve_config import serve_config_yaml, serve_host
+        from serve_app.serve_yaml import open_endpoint_warning, serve_deploy_yaml, serve_host
 
-        print(serve_config_yaml(cfg, args.config, args.target), end="")
-        if warning := cfg.serve.open_endpoint_warning(serve_host(cfg, args.target)):
+        print(serve_deploy_yaml(cfg, args.config, args.target), end="")
+        if warning := open_endpoint_warning(cfg, serve_host(cfg, args.target)):
             print(warning, file=sys.stderr)
     else:
         print(cfg.to_yaml(), end="")
@@ -52,12 +53,12 @@ def _config(args: argparse.Namespace) -> int:
 def _generate(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from serve_app.serve_config import GENERATED, generated_files, serve_host
+    from serve_app.serve_yaml import GENERATED, generated_files, open_endpoint_warning, serve_host
 
     root = Path(args.root)
     for config_file, target, _ in GENERATED:
         cfg = RagConfig.load(root / config_file)
-        if warning := cfg.serve.open_endpoint_warning(serve_host(cfg, target)):
+        if warning := open_endpoint_warning(cfg, serve_host(cfg, target)):
             print(f"{config_file}: {warning}", file=sys.stderr)
     for output, text in generated_files(root).items():
         path = root / output
@@ -66,33 +67,6 @@ def _generate(args: argparse.Namespace) -> int:
             path.write_text(text)
         print(f"{'wrote' if changed else 'unchanged'} {output}")
     return 0
-
-
-def wait_ready(url: str, timeout_s: float, *, api_key: str | None = None, quiet: bool = False) -> bool:
-    """Polls ``url``/readyz until it answers 200 (embedder, Milvus and engine all answer) or the time is up;
-    ``--timeout 0`` asks once (a Kubernetes readiness probe)."""
-    import json
-    import time
-    import urllib.error
-    import urllib.request
-
-    deadline, last = time.monotonic() + timeout_s, ""
-    while True:
-        try:
-            headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-            request = urllib.request.Request(f"{url.rstrip('/')}/readyz", headers=headers)
-            with urllib.request.urlopen(request, timeout=30) as response:
-                if not quiet:
-                    print(f"ready: {json.load(response)['parts']}")
-                return True
-        except urllib.error.HTTPError as e:
-            last = f"{e.code}: {e.read().decode(errors='replace')[:300]}"
-        except (urllib.error.URLError, OSError) as e:
-            last = f"no answer: {e}"
-        if time.monotonic() > deadline:
-            print(f"not ready after {timeout_s:.0f} s; last answer {last}", file=sys.stderr)
-            return False
-        time.sleep(2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "generate":
             return _generate(args)
         if args.command == "ready":  # with the config's first API key, if it has any
-            keys = RagConfig.load(args.config, parse_overrides(args.set)).serve.api_keys()
+            from entrypoints.ready import wait_ready
+
+            keys = read_api_keys(RagConfig.load(args.config, parse_overrides(args.set)).serve.api_keys_file)
             return 0 if wait_ready(args.url, args.timeout, api_key=next(iter(keys), None)) else 1
         return _milvus(args) if args.command == "milvus" else _config(args)
     except (ConfigError, MilvusUnavailable) as e:

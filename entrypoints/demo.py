@@ -10,7 +10,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rag.prepare import Prepared
 
 DEFAULT_QUESTION = "How does the ingest job avoid duplicate chunks when it runs again?"
 DEMO_COLLECTION = "rag_demo"  # not the default rag_chunks, so the demo's chunks never mix with the user's
@@ -50,24 +53,23 @@ def run_demo(argv: list[str]) -> int:
     parser.add_argument("--log", default=".rag/demo.log", help="where Ray's, vLLM's and the models' logs go")
     args = parser.parse_args(argv)
 
-    from ingest_jobs.read import Corpus, CorpusNotFound
     from rag.config import ConfigError, RagConfig
-    from rag.milvus_server import ensure_milvus
+    from rag.corpus import CorpusNotFound
+    from rag.prepare import prepare
     from rag.store import MilvusUnavailable
 
     try:
         cfg = RagConfig.load(args.config, {"corpus": {"path": args.corpus}, "milvus": {"collection": args.collection}})
-        Corpus(cfg.corpus)  # a missing folder stops the demo here, before Milvus or Ray start
-        started_milvus = ensure_milvus(cfg.milvus)
+        prepared = prepare(cfg, corpus=True)  # a missing folder stops the demo here, before Milvus or Ray start
     except (ConfigError, CorpusNotFound, MilvusUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"demo: logs in {args.log}")
     with logs_to(Path(args.log)) as console:
         try:
-            return _demo(cfg, args, console)
+            return _demo(prepared, args, console)
         finally:
-            if started_milvus:  # the app has stopped by now, --keep-serving or not
+            if prepared.started_milvus:  # the app has stopped by now, --keep-serving or not
                 from rag.milvus_server import stop_local
 
                 stop_local(cfg.milvus)
@@ -78,17 +80,20 @@ def run_demo(argv: list[str]) -> int:
                 )
 
 
-def _demo(cfg, args: argparse.Namespace, console: IO[str]) -> int:
+def _demo(prepared: Prepared, args: argparse.Namespace, console: IO[str]) -> int:
     import ray
     from openai import OpenAI
     from ray import serve
 
-    from entrypoints.cli import wait_ready
     from entrypoints.local_ray import init_local_ray
+    from entrypoints.ready import wait_ready
     from ingest_jobs.ingest import run_ingest
+    from rag.api_keys import read_api_keys
     from rag.store import EmbedderMismatch
     from serve_app.app import prepare_app
-    from serve_app.serve_config import APP_NAME
+    from serve_app.serve_yaml import APP_NAME, open_endpoint_warning
+
+    cfg = prepared.cfg
 
     def say(*parts: str, end: str = "\n") -> None:
         print(*parts, end=end, file=console, flush=True)
@@ -96,24 +101,24 @@ def _demo(cfg, args: argparse.Namespace, console: IO[str]) -> int:
     say(f"demo: ingesting {args.corpus} into collection {cfg.milvus.collection} ...")
     init_local_ray(log_to_driver=False)
     try:
-        summary = run_ingest(cfg)
+        summary = run_ingest(prepared)
     except EmbedderMismatch as e:
         if cfg.milvus.collection != DEMO_COLLECTION:  # a user's collection is never re-embedded unasked
             say(f"error: {e}")
             ray.shutdown()
             return 2
         say(f"demo: {e}; re-embedding the demo's own collection")
-        summary = run_ingest(cfg, force=True)
+        summary = run_ingest(prepared, force=True)
     say(summary.format())
 
     say("demo: starting the Serve app (embedder, retriever, vLLM on CPU with SmolLM2) ...")
     started = time.perf_counter()
-    if warning := cfg.serve.open_endpoint_warning(cfg.serve.host):
+    if warning := open_endpoint_warning(cfg, cfg.serve.host):
         say(warning)
-    api_key = next(iter(cfg.serve.api_keys()), None)
+    api_key = next(iter(read_api_keys(cfg.serve.api_keys_file)), None)
     serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port})
     serve.run(prepare_app(cfg), name=APP_NAME, route_prefix="/")
-    if not wait_ready(f"http://{cfg.serve.host}:{cfg.serve.port}", 600, api_key=api_key, quiet=True):
+    if not wait_ready(f"http://{cfg.serve.host}:{cfg.serve.port}", 600, api_key=api_key, progress=None):
         say(f"demo: the app did not become ready; see {args.log}")
         serve.shutdown()
         return 1
@@ -123,7 +128,7 @@ def _demo(cfg, args: argparse.Namespace, console: IO[str]) -> int:
     say(f"\nQ: {args.question}\nA: ", end="")
 
     client = OpenAI(base_url=base_url, api_key=api_key or "not-needed-locally")
-    sources = []
+    sources: list[dict[str, Any]] = []
     extra = {"search": args.search} if args.search else None
     stream = client.chat.completions.create(
         model=cfg.llm.model_id,

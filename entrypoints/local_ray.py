@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from serve_app.serve_config import SERVE_ENV
+from serve_app.serve_yaml import SERVE_ENV
 
 # Ray starts its workers at nice 15. The CPU engine runs llm.cpu_nice below its replica but stops at 19, so at 15
 # replicas and engine ended up nearly equal and a burst of retrievals queued behind the engine's prefill. At 0

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,9 @@ from evaluation.retrieval import (
     load_questions,
     question_set,
 )
-from ingest_jobs.read import CorpusNotFound
+from rag.api_keys import read_api_keys
 from rag.config import ConfigError, RagConfig, parse_overrides
+from rag.corpus import CorpusNotFound
 from rag.store import MilvusUnavailable
 
 WORK_DIR = ".rag/eval"  # corpora the evaluation writes: BEIR as files, FAQ pages without questions
@@ -40,19 +42,19 @@ def ingest(cfg: RagConfig, *, fresh: bool = False) -> None:
     import ray
 
     from ingest_jobs.ingest import run_ingest
-    from rag.milvus_server import ensure_milvus
+    from rag.prepare import prepare
     from rag.store import MilvusChunkStore
 
-    ensure_milvus(cfg.milvus)
+    prepared = prepare(cfg, corpus=True)
     store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
     if fresh:
         store.drop()
     if not ray.is_initialized():
-        ray.init(logging_level="WARNING")
-    print(run_ingest(cfg, store=store).format(), file=sys.stderr)
+        ray.init(logging_level=logging.WARNING)
+    print(run_ingest(prepared, store=store).format(), file=sys.stderr)
 
 
-def prepare(
+def load_evaluation(
     *,
     questions_path: str | None = None,
     beir: str | None = None,
@@ -130,7 +132,7 @@ def main(argv: list[str]) -> int:
             raise ValueError("--chat needs --questions with reference answers")
         if args.max_tokens < 1:
             raise ValueError(f"--max-tokens must be at least 1, got {args.max_tokens}")
-        cfg, questions, rows = prepare(
+        cfg, questions, rows = load_evaluation(
             questions_path=args.questions,
             beir=args.beir,
             split=args.split,
@@ -145,7 +147,7 @@ def main(argv: list[str]) -> int:
         results = evaluate_retrieval(cfg, questions, tuple(args.modes))
         chat = None
         if args.chat:  # the endpoint's key: the config's first, as `rag ready` sends it
-            api_key = next(iter(cfg.serve.api_keys()), "unused")
+            api_key = next(iter(read_api_keys(cfg.serve.api_keys_file)), "unused")
             chat = evaluate_chat(args.chat, rows, model=cfg.llm.model_id, api_key=api_key, max_tokens=args.max_tokens)
     except (ConfigError, CorpusNotFound, MilvusUnavailable, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 from minio import Minio
 from pymilvus.bulk_writer import bulk_import, get_import_progress
 
-from ingest_jobs.rows import CHUNK, RESULT_COLUMNS, STORED_COLUMNS
+from ingest_jobs.rows import CHUNK, RESULT_COLUMNS
 from rag.config import MilvusConfig
+from rag.schema import STORED_FIELDS, VECTOR_FIELD
 
 FILE_COLUMN = "file"
 POLL_S = 2.0
@@ -61,8 +62,8 @@ class ParquetStager:
         is_chunk = batch["status"] == CHUNK
         key = ""
         if is_chunk.any():
-            columns = {name: pa.array(batch[name][is_chunk].tolist()) for name in STORED_COLUMNS}
-            columns["vector"] = pa.array(batch["vector"][is_chunk].tolist(), type=pa.list_(pa.float32()))
+            columns = {name: pa.array(batch[name][is_chunk].tolist()) for name in STORED_FIELDS}
+            columns[VECTOR_FIELD] = pa.array(batch[VECTOR_FIELD][is_chunk].tolist(), type=pa.list_(pa.float32()))
             columns["ingest_time"] = pa.array([int(time.time())] * int(is_chunk.sum()), type=pa.int64())
             key = f"{self.prefix}/part-{uuid.uuid4().hex}.parquet"
             buffer = pa.BufferOutputStream()

@@ -9,6 +9,7 @@ import numpy as np
 from ingest_jobs.rows import CHUNK
 from rag.config import EmbedderConfig
 from rag.embedder import SentenceTransformersEmbedder
+from rag.schema import VECTOR_FIELD
 
 
 class ChunkEmbedder:
@@ -28,5 +29,5 @@ class ChunkEmbedder:
         vectors = np.zeros((len(is_chunk), self.dim), dtype=np.float32)
         if is_chunk.any():
             vectors[is_chunk] = self.embedder.embed_documents(batch["embed_text"][is_chunk].tolist())
-        batch["vector"] = vectors
+        batch[VECTOR_FIELD] = vectors
         return batch

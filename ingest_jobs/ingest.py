@@ -12,7 +12,6 @@ import sys
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass, field
 
 import ray
 
@@ -20,61 +19,28 @@ from ingest_jobs.bulk_import import FILE_COLUMN, ImportFailed, run_import
 from ingest_jobs.chunk import doc_id_of
 from ingest_jobs.metrics import IngestMetrics
 from ingest_jobs.pipeline import build_pipeline
-from ingest_jobs.read import Corpus, CorpusNotFound, Skipped
+from ingest_jobs.read import Corpus, Skipped
 from ingest_jobs.rows import CHUNK, SKIPPED, UNCHANGED
+from ingest_jobs.summary import IngestSummary
 from rag.config import ConfigError, RagConfig, parse_overrides
-from rag.embedder import prepare_embedder
-from rag.milvus_server import ensure_milvus
+from rag.corpus import CorpusNotFound
+from rag.prepare import Prepared, prepare
 from rag.store import EmbedderMismatch, MilvusChunkStore, MilvusUnavailable
 
 EXIT_USAGE = 2
 
 
-@dataclass
-class IngestSummary:
-    documents: int = 0
-    skipped: list[Skipped] = field(default_factory=list)
-    unchanged: int = 0
-    documents_written: int = 0
-    chunks_written: int = 0
-    chunks_deleted_stale: int = 0
-    documents_pruned: int = 0
-    chunks_pruned: int = 0
-    collection_rows: int = 0
-    import_job: str = ""
-    seconds: float = 0.0
-
-    @property
-    def chunks_per_s(self) -> float:
-        return self.chunks_written / self.seconds if self.seconds else 0.0
-
-    def format(self) -> str:
-        lines = [
-            f"documents read: {self.documents}  written: {self.documents_written}  unchanged: {self.unchanged}  "
-            f"skipped: {len(self.skipped)}",
-            f"chunks written: {self.chunks_written}  deleted as stale: {self.chunks_deleted_stale}  "
-            f"pruned: {self.chunks_pruned} chunks of {self.documents_pruned} documents  "
-            f"collection rows: {self.collection_rows}",
-            f"seconds: {self.seconds:.1f}  chunks/s: {self.chunks_per_s:.1f}",
-        ]
-        if self.import_job:
-            lines.append(f"Milvus import job: {self.import_job}")
-        lines += [f"  skipped {s.source}: {s.reason}" for s in self.skipped]
-        return "\n".join(lines)
-
-
 def run_ingest(
-    cfg: RagConfig, *, prune: bool = False, force: bool = False, store: MilvusChunkStore | None = None
+    prepared: Prepared, *, prune: bool = False, force: bool = False, store: MilvusChunkStore | None = None
 ) -> IngestSummary:
-    """Runs one ingest on a Ray cluster that is already initialised; raises CorpusNotFound, MilvusUnavailable, or
-    EmbedderMismatch (the collection was embedded otherwise, and ``force`` is not set)."""
+    """Runs one ingest of a prepared config (``prepare(cfg, corpus=True)``) on a Ray cluster that is already
+    initialised; raises CorpusNotFound, MilvusUnavailable, or EmbedderMismatch (the collection was embedded
+    otherwise, and ``force`` is not set)."""
     started = time.perf_counter()
     metrics = IngestMetrics()
-    corpus = Corpus(cfg.corpus)
-    cfg = cfg.model_copy(update={"embedder": prepare_embedder(cfg.embedder)})
-    if store is None:
-        ensure_milvus(cfg.milvus)
-        store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
+    cfg = prepared.cfg
+    corpus = Corpus(cfg.corpus, prepared.corpus)
+    store = store or MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
     store.ensure_collection()
     if not force:  # --force re-embeds every document under this config's embedder
         store.check_embedder(cfg.embedder.identity())
@@ -154,13 +120,11 @@ def main(argv: list[str] | None = None, prog: str = "python -m ingest_jobs.inges
     add_arguments(parser)
     args = parser.parse_args(argv)
     try:
-        cfg = config_from_args(args, args.corpus_option or args.corpus)
-        Corpus(cfg.corpus)  # fail on a bad path or an unreachable Milvus before Ray starts
-        ensure_milvus(cfg.milvus)
-        store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
+        # A bad path or an unreachable Milvus fails here, before Ray starts.
+        prepared = prepare(config_from_args(args, args.corpus_option or args.corpus), corpus=True)
         if not ray.is_initialized():
             ray.init()
-        summary = run_ingest(cfg, prune=args.prune, force=args.force, store=store)
+        summary = run_ingest(prepared, prune=args.prune, force=args.force)
     except (ConfigError, CorpusNotFound, MilvusUnavailable, EmbedderMismatch) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -3,14 +3,11 @@ node's metrics port, beside Ray Data's own. Counters outlive the job's driver, s
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ray.util.metrics import Counter, Histogram
 
-if TYPE_CHECKING:
-    from ingest_jobs.ingest import IngestSummary
+from ingest_jobs.summary import IngestSummary
 
-CHUNKS_PER_S_BOUNDARIES = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000]
+CHUNKS_PER_S_BOUNDARIES = [1.0, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000]
 
 
 def reason_kind(reason: str) -> str:

@@ -12,6 +12,7 @@ from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag, UnicodeDammit
 from langchain_text_splitters import MarkdownHeaderTextSplitter
 
 from rag.config import ParseConfig
+from rag.schema import DocType
 
 HTML_EXTENSIONS = (".html", ".htm")
 MARKDOWN_EXTENSIONS = (".md", ".markdown")
@@ -60,11 +61,11 @@ class Section:
 class ParsedDocument:
     title: str
     url: str
-    doc_type: str
+    doc_type: DocType
     sections: list[Section] = field(default_factory=list)
 
 
-def doc_type_of(source: str) -> str:
+def doc_type_of(source: str) -> DocType:
     suffix = PurePosixPath(source).suffix.lower()
     if suffix in HTML_EXTENSIONS:
         return "html"

@@ -12,18 +12,13 @@ import re
 import stat
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlparse
 
 import pyarrow.fs as pafs
 
 from rag.config import CorpusConfig
+from rag.corpus import CorpusLocation, CorpusNotFound
 
-OBJECT_STORE_SCHEMES = ("s3", "gs", "gcs")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-class CorpusNotFound(FileNotFoundError):
-    """The corpus path or URI does not exist."""
 
 
 class FileChanged(ValueError):
@@ -52,31 +47,15 @@ class ManifestEntry:
 class Corpus:
     """A corpus root on the local disk or in an object store; picklable, so workers read through it."""
 
-    def __init__(self, cfg: CorpusConfig, uri: str | None = None):
+    def __init__(self, cfg: CorpusConfig, location: CorpusLocation | None = None):
+        """``location``: the corpus as ``prepare`` found it; else it is looked up here (CorpusNotFound)."""
         self.cfg = cfg
-        self.uri = uri or cfg.path
-        if not self.uri:
-            raise CorpusNotFound("no corpus given: pass a folder or URI, or set corpus.path")
-        scheme = urlparse(self.uri).scheme
-        self.remote = scheme in OBJECT_STORE_SCHEMES
+        self.location = location or CorpusLocation.of(cfg)
+        self.uri, self.root, self.remote = self.location.uri, self.location.root, self.location.remote
         self.extensions = tuple(e.lower() for e in cfg.extensions)
-        if self.remote:
-            self.root = self.uri.split("://", 1)[1].rstrip("/")
-        else:
-            self.root = str(Path(self.uri).expanduser().resolve())
-            if not Path(self.root).is_dir():
-                raise CorpusNotFound(f"corpus folder not found: {self.uri}")
 
     def _filesystem(self) -> pafs.FileSystem:
-        if not self.remote:
-            return pafs.LocalFileSystem()
-        if self.uri.startswith("s3://"):
-            return pafs.S3FileSystem(
-                endpoint_override=self.cfg.s3_endpoint,
-                region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
-                allow_bucket_creation=False,
-            )
-        return pafs.GcsFileSystem()
+        return self.location.filesystem()
 
     def list(self) -> tuple[list[CorpusFile], list[Skipped]]:
         """Every file under the root with a known extension, and the ones that will not be read, with why."""

@@ -1,24 +1,13 @@
 """The row shape that flows through the pipeline: chunks, plus one status row per document not chunked,
 so skips and unchanged documents travel with the stream instead of a second pass."""
 
+from rag.schema import STORED_FIELDS
+
 CHUNK = "chunk"
 SKIPPED = "skipped"
 UNCHANGED = "unchanged"
 
-STORED_COLUMNS = (
-    "id",
-    "text",
-    "doc_id",
-    "source",
-    "url",
-    "title",
-    "heading",
-    "doc_type",
-    "chunk_index",
-    "chunk_count",
-    "doc_hash",
-)
-ROW_COLUMNS = (*STORED_COLUMNS, "embed_text", "status", "reason")
+ROW_COLUMNS = (*STORED_FIELDS, "embed_text", "status", "reason")
 RESULT_COLUMNS = ("id", "doc_id", "source", "status", "reason")
 
 

@@ -6,8 +6,9 @@ import time
 
 import numpy as np
 
-from ingest_jobs.rows import CHUNK, RESULT_COLUMNS, STORED_COLUMNS
+from ingest_jobs.rows import CHUNK, RESULT_COLUMNS
 from rag.config import MilvusConfig
+from rag.schema import STORED_FIELDS, VECTOR_FIELD
 from rag.store import MilvusChunkStore
 
 
@@ -19,7 +20,7 @@ class MilvusWriter:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         is_chunk = batch["status"] == CHUNK
-        columns = {name: batch[name][is_chunk].tolist() for name in (*STORED_COLUMNS, "vector")}
+        columns = {name: batch[name][is_chunk].tolist() for name in (*STORED_FIELDS, VECTOR_FIELD)}
         now = int(time.time())
         self.store.upsert([{**dict(zip(columns, values)), "ingest_time": now} for values in zip(*columns.values())])
         return {name: batch[name] for name in RESULT_COLUMNS}

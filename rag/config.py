@@ -187,7 +187,44 @@ class SamplingDefaults(_Section):
         return self.model_dump(exclude_none=True)
 
 
-class LLMConfig(_Section):
+class ReplicaConfig(_Section):
+    """One Serve deployment's replicas and resources: min == max is a fixed count, otherwise Serve autoscales on
+    ongoing requests per replica, and a cluster's autoscaler adds the nodes those replicas ask for. The fields are
+    Serve's own (``AutoscalingConfig``, ``DeploymentConfig``), with its types and bounds (a parity test checks), and
+    ``serve_app/deployment_options.py`` turns them into a deployment's options. Declared here, not imported, so the
+    shared package never loads Ray Serve."""
+
+    min_replicas: int = Field(
+        1, ge=0, description="Replicas at least (a fixed count when equal to max_replicas; 0 lets Serve scale to zero)."
+    )
+    max_replicas: int = Field(1, gt=0, description="Replicas at most.")
+    target_ongoing_requests: float = Field(
+        32, gt=0, description="Autoscaling: ongoing requests per replica that Serve steers towards."
+    )
+    max_ongoing_requests: int = Field(
+        64, gt=0, description="Requests one replica takes at once; more wait in the caller's queue."
+    )
+    max_queued_requests: int = Field(
+        256,
+        ge=-1,
+        description="Requests each caller queues when every replica is full; past it the request is refused with a "
+        "503 and Retry-After at once. -1: no bound.",
+    )
+    num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per replica.")
+    num_gpus: float = Field(0, ge=0, description="GPUs (or a fraction of one) per replica.")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> ReplicaConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        if self.max_queued_requests == 0:  # Serve's rule: a bound of 0 would refuse every request
+            raise ValueError("max_queued_requests must be -1 (no bound) or at least 1")
+        return self
+
+
+class EngineConfig(_Section):
+    """The generation engine: the model, vLLM's settings and the LLMServer deployment."""
+
     model_id: str = Field("rag", description="Model name clients send in the OpenAI `model` field.")
     model_source: str = Field(
         "smollm2-135m-instruct",
@@ -212,9 +249,6 @@ class LLMConfig(_Section):
     engine_num_cpus: float = Field(
         1, gt=0, description="CPU engine: CPUs of the engine's placement bundle, where its worker runs."
     )
-    replica_num_cpus: float = Field(
-        0.2, ge=0, description="CPU engine: CPUs the replica process reserves beside its engine (it only streams)."
-    )
     kv_cache_memory_bytes: int = Field(1 << 30, gt=0, description="Explicit KV cache size (vLLM CPU needs one).")
     max_num_batched_tokens: int | None = Field(
         None,
@@ -223,17 +257,14 @@ class LLMConfig(_Section):
         "CPU server). Small steps take prompts in arrival order in small pieces, so one that arrives mid-step waits "
         "less.",
     )
-    min_replicas: int = Field(1, ge=0, description="Engine autoscaling lower bound.")
-    max_replicas: int = Field(1, ge=1, description="Engine autoscaling upper bound.")
-    target_ongoing_requests: int = Field(16, gt=0, description="Engine autoscaling target per replica.")
-    max_ongoing_requests: int = Field(
-        64, gt=0, description="Requests one engine replica takes at once (vLLM batches them); more wait in the queue."
-    )
-    max_queued_requests: int = Field(
-        64,
-        ge=-1,
-        description="Requests each caller (ingress replica) queues for the engines when all are full; past it the "
-        "client gets a 503 with Retry-After at once. -1: no bound.",
+    replicas: ReplicaConfig = Field(
+        default_factory=lambda: ReplicaConfig(
+            target_ongoing_requests=16, max_ongoing_requests=64, max_queued_requests=64, num_cpus=0.2
+        ),
+        description="LLMServer replicas: their count or autoscaling bounds, and each replica's queue. A replica takes "
+        "max_ongoing_requests at once (vLLM batches them); past a full queue a client gets a 503 with Retry-After. "
+        "num_cpus: on a CPU engine, what the replica process reserves beside its engine (it only streams); the "
+        "engine's own resources are engine_num_cpus or num_gpus.",
     )
     health_check_period_s: float = Field(
         10,
@@ -271,57 +302,14 @@ class LLMConfig(_Section):
     )
 
     @model_validator(mode="after")
-    def _tuning_is_for_the_cpu_engine(self) -> LLMConfig:
+    def _tuning_is_for_the_cpu_engine(self) -> EngineConfig:
+        if self.replicas.num_gpus:
+            raise ValueError("replicas.num_gpus must be 0: the engine's GPUs are llm.num_gpus")
         if self.cpu_host_tuning is None:
             self.cpu_host_tuning = self.accelerator == "cpu"
         elif self.cpu_host_tuning and self.accelerator != "cpu":
             raise ValueError("cpu_host_tuning is for the CPU engine: set it to false with accelerator gpu")
         return self
-
-
-class DeploymentConfig(_Section):
-    """One Serve deployment's replicas and resources: min == max is a fixed count, otherwise Serve autoscales on
-    ongoing requests per replica, and a cluster's autoscaler adds the nodes those replicas ask for."""
-
-    min_replicas: int = Field(1, ge=1, description="Replicas at least (a fixed count when equal to max_replicas).")
-    max_replicas: int = Field(1, ge=1, description="Replicas at most.")
-    target_ongoing_requests: float = Field(
-        32, gt=0, description="Autoscaling: ongoing requests per replica that Serve steers towards."
-    )
-    max_ongoing_requests: int = Field(
-        64, gt=0, description="Requests one replica takes at once; more wait in the caller's queue."
-    )
-    max_queued_requests: int = Field(
-        256,
-        ge=-1,
-        description="Requests each caller queues when every replica is full; past it the request is refused with a "
-        "503 and Retry-After at once. -1: no bound.",
-    )
-    num_cpus: float = Field(0.1, ge=0, description="CPUs reserved per replica.")
-    num_gpus: float = Field(0, ge=0, description="GPUs (or a fraction of one) per replica.")
-
-    @model_validator(mode="after")
-    def _min_below_max(self) -> DeploymentConfig:
-        if self.min_replicas > self.max_replicas:
-            raise ValueError("min_replicas must not exceed max_replicas")
-        return self
-
-    def deployment_options(self) -> dict[str, Any]:
-        """The keyword arguments of ``serve.deployment`` for these settings."""
-        options: dict[str, Any] = {
-            "max_ongoing_requests": self.max_ongoing_requests,
-            "max_queued_requests": self.max_queued_requests,
-            "ray_actor_options": {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus},
-        }
-        if self.min_replicas == self.max_replicas:
-            options["num_replicas"] = self.min_replicas
-        else:
-            options["autoscaling_config"] = {
-                "min_replicas": self.min_replicas,
-                "max_replicas": self.max_replicas,
-                "target_ongoing_requests": self.target_ongoing_requests,
-            }
-        return options
 
 
 class RequestLimits(_Section):
@@ -358,16 +346,16 @@ class ServeConfig(_Section):
     limits: RequestLimits = Field(default_factory=RequestLimits, description="Per-request limits.")
     top_k: int = Field(5, gt=0, le=1000, description="Passages retrieved per question by default.")
     search: Literal["dense", "bm25", "hybrid"] = Field("hybrid", description="Default retrieval mode.")
-    ingress: DeploymentConfig = Field(
-        default_factory=lambda: DeploymentConfig(max_ongoing_requests=256, target_ongoing_requests=64, num_cpus=0.1),
+    ingress: ReplicaConfig = Field(
+        default_factory=lambda: ReplicaConfig(max_ongoing_requests=256, target_ongoing_requests=64, num_cpus=0.1),
         description="RagIngress: HTTP, validation, prompt, streaming (CPU).",
     )
-    embedder: DeploymentConfig = Field(
-        default_factory=lambda: DeploymentConfig(max_ongoing_requests=64, target_ongoing_requests=32, num_cpus=0.2),
+    embedder: ReplicaConfig = Field(
+        default_factory=lambda: ReplicaConfig(max_ongoing_requests=64, target_ongoing_requests=32, num_cpus=0.2),
         description="QueryEmbedder: the embedder model on queries; num_gpus > 0 puts it on CUDA.",
     )
-    retriever: DeploymentConfig = Field(
-        default_factory=lambda: DeploymentConfig(max_ongoing_requests=128, target_ongoing_requests=64, num_cpus=0.1),
+    retriever: ReplicaConfig = Field(
+        default_factory=lambda: ReplicaConfig(max_ongoing_requests=128, target_ongoing_requests=64, num_cpus=0.1),
         description="Retriever: Milvus searches and hybrid fusion (CPU).",
     )
     embed_max_batch_size: int = Field(16, gt=0, description="Serve dynamic batching: most queries per batch.")
@@ -394,37 +382,6 @@ class ServeConfig(_Section):
         if self.top_k > self.limits.max_top_k:
             raise ValueError("top_k must not exceed limits.max_top_k")
         return self
-
-    def api_keys(self) -> list[str]:
-        """The keys in ``api_keys_file``, one per line, blank lines and ``#`` comments skipped; none when it is
-        unset. A file that is missing or holds no key is a ConfigError, never an open endpoint."""
-        if not self.api_keys_file:
-            return []
-        try:
-            lines = Path(self.api_keys_file).read_text().splitlines()
-        except OSError as e:
-            raise ConfigError(f"serve.api_keys_file: cannot read {self.api_keys_file}: {e.strerror}") from None
-        keys = [k for k in (line.strip() for line in lines) if k and not k.startswith("#")]
-        if not keys:
-            raise ConfigError(f"serve.api_keys_file {self.api_keys_file} holds no API key")
-        return keys
-
-    def open_endpoint_warning(self, host: str) -> str | None:
-        """A warning when the endpoint would listen beyond loopback with no API key."""
-        if self.api_keys_file or host in LOOPBACK_HOSTS:
-            return None
-        return (
-            f"warning: serving on {host}:{self.port} with no API keys: anyone who reaches it can use the endpoint; "
-            "set serve.api_keys_file (docs/security.md)"
-        )
-
-    def deployment_options(self, part: Literal["ingress", "embedder", "retriever"]) -> dict[str, Any]:
-        """``serve.deployment`` keyword arguments of one part, its refusals carrying Retry-After."""
-        return {**getattr(self, part).deployment_options(), "backpressure_config": self.backpressure_config()}
-
-    def backpressure_config(self) -> dict[str, Any]:
-        """Ray Serve's answer to a request past a full queue: 503 with Retry-After."""
-        return {"status_code": 503, "retry_after_s": self.retry_after_s}
 
 
 class RetrievalConfig(_Section):
@@ -461,7 +418,7 @@ class RagConfig(BaseSettings):
     embedder: EmbedderConfig = Field(default_factory=EmbedderConfig, description="Embedding model, ingest and query.")
     milvus: MilvusConfig = Field(default_factory=MilvusConfig, description="Vector store.")
     retrieval: RetrievalConfig = Field(default_factory=RetrievalConfig, description="Hybrid search fusion.")
-    llm: LLMConfig = Field(default_factory=LLMConfig, description="Generation engine.")
+    llm: EngineConfig = Field(default_factory=EngineConfig, description="Generation engine.")
     serve: ServeConfig = Field(default_factory=ServeConfig, description="HTTP app.")
 
     @classmethod

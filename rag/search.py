@@ -13,9 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from pymilvus import AnnSearchRequest, MilvusClient, MilvusException, RRFRanker
 
 from rag.config import MilvusConfig, RetrievalConfig
-from rag.store import METADATA_FIELDS, MilvusChunkStore, MilvusUnavailable
+from rag.schema import SOURCE_FIELDS, SPARSE_FIELD, VECTOR_FIELD, DocType, quote, quote_list
+from rag.store import MilvusChunkStore, MilvusUnavailable
 
-OUTPUT_FIELDS = ["text", *METADATA_FIELDS]
 logger = logging.getLogger(__name__)
 COLLECTION_NOT_LOADED = 101  # Milvus' error code (milvus-lite's too) for a search on a released collection
 SearchMode = Literal["dense", "bm25", "hybrid"]
@@ -35,7 +35,7 @@ class RetrievalFilter(BaseModel):
     source_prefix: str | None = Field(
         None, pattern=PREFIX_CHARS, description="Only passages whose corpus path starts with this (no backslash)."
     )
-    doc_type: list[Literal["html", "markdown", "text"]] | None = Field(None, description="Only these document types.")
+    doc_type: list[DocType] | None = Field(None, description="Only these document types.")
 
 
 class Source(BaseModel):
@@ -66,10 +66,6 @@ def without_stop_words(query: str) -> str:
     return " ".join(words) or query
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
 def _like_prefix(prefix: str) -> str:
     """A LIKE pattern matching exactly the strings that start with ``prefix``: its own % and _ are literal."""
     return prefix.replace("%", "\\%").replace("_", "\\_") + "%"
@@ -81,11 +77,11 @@ def filter_expr(flt: RetrievalFilter | None) -> str:
         return ""
     clauses = []
     if flt.url_prefix:
-        clauses.append(f"url like {_quote(_like_prefix(flt.url_prefix))}")
+        clauses.append(f"url like {quote(_like_prefix(flt.url_prefix))}")
     if flt.source_prefix:
-        clauses.append(f"source like {_quote(_like_prefix(flt.source_prefix))}")
+        clauses.append(f"source like {quote(_like_prefix(flt.source_prefix))}")
     if flt.doc_type:
-        clauses.append(f"doc_type in [{', '.join(_quote(t) for t in flt.doc_type)}]")
+        clauses.append(f"doc_type in {quote_list(flt.doc_type)}")
     return " and ".join(clauses)
 
 
@@ -264,8 +260,8 @@ class MilvusRetriever:
             queries = [without_stop_words(q) for q in queries]
         # Each list: its field, its query data and its search parameters.
         lists = {
-            "dense": ("vector", vectors, self._dense_params()),
-            "bm25": ("sparse", queries, {"metric_type": "BM25"}),
+            "dense": (VECTOR_FIELD, vectors, self._dense_params()),
+            "bm25": (SPARSE_FIELD, queries, {"metric_type": "BM25"}),
         }
         if mode in lists:
             field, data, params = lists[mode]
@@ -275,7 +271,7 @@ class MilvusRetriever:
                 anns_field=field,
                 limit=limit,
                 filter=expr,
-                output_fields=OUTPUT_FIELDS,
+                output_fields=list(SOURCE_FIELDS),
                 search_params=params,
             )
         # rrf in Milvus. It ignores a top-level filter on hybrid_search: the filter must sit in each request.
@@ -285,7 +281,7 @@ class MilvusRetriever:
             for field, data, params in lists.values()
         ]
         return self.client.hybrid_search(
-            self.collection, requests, RRFRanker(self.retrieval.rrf_k), limit=limit, output_fields=OUTPUT_FIELDS
+            self.collection, requests, RRFRanker(self.retrieval.rrf_k), limit=limit, output_fields=list(SOURCE_FIELDS)
         )
 
     @staticmethod
@@ -298,5 +294,5 @@ class MilvusRetriever:
             index=index,
             id=str(hit.get("id", entity.get("id", ""))),
             score=score,
-            **{k: entity.get(k, "") for k in ("url", "title", "heading", "source", "doc_type", "text")},
+            **{k: entity.get(k, "") for k in SOURCE_FIELDS},
         )

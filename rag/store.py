@@ -7,18 +7,14 @@ Milvus cluster.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pymilvus import DataType, Function, FunctionType, MilvusClient, MilvusException
 
 from rag.config import MilvusConfig
-
-# Scalar fields every chunk carries; the ingest job fills them, serving returns them as sources.
-METADATA_FIELDS = ("doc_id", "source", "url", "title", "heading", "doc_type", "chunk_index")
-TEXT_MAX_CHARS = 65_535
-
+from rag.schema import FIELDS, PRIMARY_KEY, SPARSE_FIELD, TEXT_FIELD, VECTOR_FIELD, quote, quote_list
 
 # The collection property naming the embedder its vectors came from (EmbedderConfig.identity()).
 EMBEDDER_PROPERTY = "rag.embedder"
@@ -72,10 +68,6 @@ def connect(cfg: MilvusConfig) -> MilvusClient:
     return client
 
 
-def _quote_list(values: Iterable[str]) -> str:
-    return "[" + ", ".join('"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"' for v in values) + "]"
-
-
 class MilvusChunkStore:
     """One collection of chunks: id, text, dense vector, optional BM25 sparse vector and metadata."""
 
@@ -115,7 +107,7 @@ class MilvusChunkStore:
     def _check_dim(self) -> None:
         info = self.client.describe_collection(self.collection)
         for f in info["fields"]:
-            if f["name"] == "vector":
+            if f["name"] == VECTOR_FIELD:
                 dim = int(f.get("params", {}).get("dim", self.dim))
                 if dim != self.dim:
                     raise ValueError(
@@ -125,39 +117,33 @@ class MilvusChunkStore:
 
     def _create(self) -> None:
         schema = self.client.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field("id", DataType.VARCHAR, is_primary=True, max_length=64)
-        schema.add_field("text", DataType.VARCHAR, max_length=TEXT_MAX_CHARS, enable_analyzer=self.cfg.bm25)
-        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=self.dim)
-        schema.add_field("doc_id", DataType.VARCHAR, max_length=64)
-        schema.add_field("source", DataType.VARCHAR, max_length=2048)
-        schema.add_field("url", DataType.VARCHAR, max_length=2048)
-        schema.add_field("title", DataType.VARCHAR, max_length=1024)
-        schema.add_field("heading", DataType.VARCHAR, max_length=2048)
-        schema.add_field("doc_type", DataType.VARCHAR, max_length=16)
-        schema.add_field("chunk_index", DataType.INT64)
-        schema.add_field("chunk_count", DataType.INT64)
-        schema.add_field("doc_hash", DataType.VARCHAR, max_length=64)
-        schema.add_field("ingest_time", DataType.INT64)
+        for f in FIELDS:
+            kwargs: dict[str, Any] = {"max_length": f.max_length} if f.max_length else {}
+            if f.name == TEXT_FIELD:
+                kwargs["enable_analyzer"] = self.cfg.bm25
+            schema.add_field(f.name, f.dtype, is_primary=f.name == PRIMARY_KEY, **kwargs)
+            if f.name == TEXT_FIELD:
+                schema.add_field(VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=self.dim)
         index_params = self.client.prepare_index_params()
         dense_params: dict[str, Any] = {}
         if self.cfg.index_type == "HNSW":
             dense_params = {"M": self.cfg.hnsw_m, "efConstruction": self.cfg.hnsw_ef_construction}
         index_params.add_index(
-            "vector", index_type=self.cfg.index_type, metric_type=self.cfg.metric_type, params=dense_params
+            VECTOR_FIELD, index_type=self.cfg.index_type, metric_type=self.cfg.metric_type, params=dense_params
         )
         if self.cfg.bm25:
-            schema.add_field("sparse", DataType.SPARSE_FLOAT_VECTOR)
+            schema.add_field(SPARSE_FIELD, DataType.SPARSE_FLOAT_VECTOR)
             schema.add_function(
                 Function(
                     name="text_bm25",
                     function_type=FunctionType.BM25,
-                    input_field_names=["text"],
-                    output_field_names=["sparse"],
+                    input_field_names=[TEXT_FIELD],
+                    output_field_names=[SPARSE_FIELD],
                 )
             )
             # Nested "params": flat BM25 params are silently dropped by milvus-lite.
             index_params.add_index(
-                "sparse",
+                SPARSE_FIELD,
                 index_type="SPARSE_INVERTED_INDEX",
                 metric_type="BM25",
                 params={"params": {"bm25_k1": self.cfg.bm25_k1, "bm25_b": self.cfg.bm25_b}},
@@ -178,14 +164,14 @@ class MilvusChunkStore:
 
     def delete_stale_chunks(self, doc_id: str, keep_ids: Iterable[str]) -> int:
         """Deletes a document's chunks that the latest ingest did not write."""
-        expr = f'doc_id == "{doc_id}" and id not in {_quote_list(sorted(keep_ids))}'
+        expr = f"doc_id == {quote(doc_id)} and id not in {quote_list(sorted(keep_ids))}"
         return self._delete(expr)
 
     def delete_documents(self, doc_ids: Iterable[str]) -> int:
         doc_ids = sorted(doc_ids)
         if not doc_ids:
             return 0
-        return self._delete(f"doc_id in {_quote_list(doc_ids)}")
+        return self._delete(f"doc_id in {quote_list(doc_ids)}")
 
     def _delete(self, expr: str) -> int:
         before = self._count(expr)
@@ -214,7 +200,7 @@ class MilvusChunkStore:
             state.chunk_count = int(row["chunk_count"])
         return {k: DocState(frozenset(v.hashes), v.rows, v.chunk_count) for k, v in states.items()}
 
-    def iter_rows(self, output_fields: list[str], expr: str = "", batch_size: int = 1000) -> Iterable[dict[str, Any]]:
+    def iter_rows(self, output_fields: list[str], expr: str = "", batch_size: int = 1000) -> Iterator[dict[str, Any]]:
         iterator = self.client.query_iterator(
             self.collection, batch_size=batch_size, filter=expr, output_fields=output_fields
         )

@@ -13,20 +13,20 @@ from typing import Any, TypeVar
 import psutil
 from ray.serve.llm import LLMServer
 
-from rag.config import LLMConfig as RagLLMConfig
+from rag.config import EngineConfig
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
-def cpu_engine_settings(cfg: RagLLMConfig) -> dict[str, Any] | None:
+def cpu_engine_settings(cfg: EngineConfig) -> dict[str, Any] | None:
     """``settle_cpu_engine``'s arguments from the config; None when the tuning is off."""
     if not cfg.cpu_host_tuning:
         return None
     return {"nice": cfg.cpu_nice, "scheduler_on_worker_cores": cfg.cpu_scheduler_on_worker_cores}
 
 
-def llm_server_options(cfg: RagLLMConfig) -> dict[str, Any]:
+def llm_server_options(cfg: EngineConfig) -> dict[str, Any]:
     """``build_llm_deployment``'s deployment class and bind arguments: the tuned server on a small CPU host,
     Ray's own LLMServer otherwise."""
     if (settings := cpu_engine_settings(cfg)) is None:

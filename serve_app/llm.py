@@ -7,15 +7,16 @@ from pathlib import Path
 from typing import Any
 
 from ray.llm._internal.common.callbacks.base import CallbackBase
+from ray.serve.llm import ModelLoadingConfig
 
-from rag.config import LLMConfig as RagLLMConfig
-from rag.config import RagConfig
+from rag.config import EngineConfig, RagConfig
+from serve_app.deployment_options import replica_options
 
 PACKAGED_SMOLLM2 = "smollm2-135m-instruct"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def prepare_model_source(cfg: RagLLMConfig) -> str:
+def prepare_model_source(cfg: EngineConfig) -> str:
     """The checkpoint vLLM loads. The packaged SmolLM2 GGUF is unpacked once into a transformers folder;
     anything else (a hub id or a local folder) is passed through."""
     if cfg.model_source != PACKAGED_SMOLLM2:
@@ -51,7 +52,7 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     return bool(words & {"avx512_bf16", "amx_bf16", "bf16"})
 
 
-def engine_dtype(cfg: RagLLMConfig) -> str | None:
+def engine_dtype(cfg: EngineConfig) -> str | None:
     """``llm.dtype`` as vLLM takes it; None leaves vLLM's own choice. ``auto`` on a CPU is resolved on the node
     that builds the app, which is the engine's on a single host (a CPU cluster's nodes should match, or set it)."""
     if cfg.dtype != "auto":
@@ -62,8 +63,9 @@ def engine_dtype(cfg: RagLLMConfig) -> str | None:
 
 
 def llm_config_kwargs(rag_cfg: RagConfig, model_source: str) -> dict[str, Any]:
-    """Arguments of ``ray.serve.llm.LLMConfig``; kept as plain data so tests can check them without vLLM. A
-    request past the engines' queue is refused as every deployment's is (``ServeConfig.backpressure_config``)."""
+    """Arguments of ``ray.serve.llm.LLMConfig``, the one owner of the engine deployment's options (Ray's LLMServer
+    reads its deployment options from them); kept as plain data so tests can check them without vLLM. Its replicas
+    and queue take the same options as every other deployment's (``deployment_options.replica_options``)."""
     cfg = rag_cfg.llm
     engine_kwargs: dict[str, Any] = {"max_model_len": cfg.max_model_len}
     if dtype := engine_dtype(cfg):
@@ -73,15 +75,8 @@ def llm_config_kwargs(rag_cfg: RagConfig, model_source: str) -> dict[str, Any]:
     if cfg.max_num_batched_tokens:
         engine_kwargs["max_num_batched_tokens"] = cfg.max_num_batched_tokens
     deployment_config: dict[str, Any] = {
-        "max_ongoing_requests": cfg.max_ongoing_requests,
-        "max_queued_requests": cfg.max_queued_requests,
-        "backpressure_config": rag_cfg.serve.backpressure_config(),
+        **replica_options(cfg.replicas, rag_cfg.serve.retry_after_s),
         "health_check_period_s": cfg.health_check_period_s,
-        "autoscaling_config": {
-            "min_replicas": cfg.min_replicas,
-            "max_replicas": cfg.max_replicas,
-            "target_ongoing_requests": cfg.target_ongoing_requests,
-        },
     }
     kwargs: dict[str, Any] = {
         "model_loading_config": {"model_id": cfg.model_id, "model_source": model_source},
@@ -97,7 +92,7 @@ def llm_config_kwargs(rag_cfg: RagConfig, model_source: str) -> dict[str, Any]:
         engine_kwargs.update(enforce_eager=True, kv_cache_memory_bytes=cfg.kv_cache_memory_bytes)
         kwargs["accelerator_config"] = {"kind": "cpu"}
         kwargs["placement_group_config"] = {"bundles": [{"CPU": cfg.engine_num_cpus}]}
-        deployment_config["ray_actor_options"] = {"num_cpus": cfg.replica_num_cpus}
+        deployment_config["ray_actor_options"] = {"num_cpus": cfg.replicas.num_cpus}
     else:
         engine_kwargs["gpu_memory_utilization"] = cfg.gpu_memory_utilization
         engine_kwargs["tensor_parallel_size"] = max(1, int(cfg.num_gpus))
@@ -109,10 +104,12 @@ def llm_config_kwargs(rag_cfg: RagConfig, model_source: str) -> dict[str, Any]:
 class LocalFolderSkipsNodeInit(CallbackBase):
     """Ray's node initialisation runs a task on every node of the engine's placement group, to fetch a model
     from a bucket before vLLM starts. A model in a folder on the node has nothing to fetch, yet the task still
-    starts a fresh worker that imports torch and transformers, in series before the engine: skipped, a SmolLM2
-    replica starts in 77 s instead of 98 s on an idle 2-core host. Any other source (a hub id, s3://, gs://)
-    keeps Ray's own steps."""
+    starts a fresh worker that imports torch and transformers, in series before the engine, which delays every
+    replica's start (docs/serving.md). Any other source (a hub id, s3://, gs://) keeps Ray's own steps."""
 
     async def on_before_node_init(self) -> None:
-        if Path(self.llm_config.model_loading_config.model_source).is_dir():
+        source = self.llm_config.model_loading_config
+        if isinstance(source, dict):
+            source = ModelLoadingConfig.model_validate(source)
+        if isinstance(source.model_source, str) and Path(source.model_source).is_dir():
             self.ctx.run_init_node = False

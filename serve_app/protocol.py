@@ -18,6 +18,13 @@ StreamOptions = next(
     t for t in get_args(ChatCompletionRequest.model_fields["stream_options"].annotation) if t is not type(None)
 )
 
+
+def is_engine_error(item: Any) -> bool:
+    """An ErrorResponse value from LLMServer. Ray's are its internal classes; both they and the public ones
+    subclass vLLM's, which this checks against."""
+    return isinstance(item, EngineErrorResponse)
+
+
 __all__ = [
     "ChatCompletionRequest",
     "ChatCompletionResponse",
@@ -32,6 +39,7 @@ __all__ = [
     "VLLMClientError",
     "ChatRequest",
     "ChatResponse",
+    "is_engine_error",
     "EmbeddingsRequest",
     "EmbeddingsResponse",
     "RetrieveResponse",

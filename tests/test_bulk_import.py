@@ -19,6 +19,7 @@ import pytest
 from ingest_jobs.bulk_import import ImportFailed
 from ingest_jobs.ingest import run_ingest
 from rag.config import MilvusConfig, RagConfig
+from rag.prepare import prepare
 from rag.store import MilvusChunkStore, connect
 from tests.conftest import copy_pages
 
@@ -98,7 +99,7 @@ def test_bulk_import_stages_imports_and_never_duplicates(
     cfg = bulk_cfg(corpus, milvus_uri, collection, s3_endpoint, fake_import)
     store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
 
-    first = run_ingest(cfg)
+    first = run_ingest(prepare(cfg, corpus=True))
     assert first.import_job == "job-1" and first.documents_written == len(PAGES)
     assert first.collection_rows == first.chunks_written > 3 * len(PAGES)
     keys = [key for [key] in fake_import.jobs[0]["body"]["files"]]
@@ -107,12 +108,12 @@ def test_bulk_import_stages_imports_and_never_duplicates(
     staged = sum(pq.read_metadata(f"{BUCKET}/{k}", filesystem=fake_import.fs).num_rows for k in keys)
     assert staged == first.chunks_written
 
-    again = run_ingest(cfg)  # nothing changed: nothing staged, no job
+    again = run_ingest(prepare(cfg, corpus=True))  # nothing changed: nothing staged, no job
     assert again.unchanged == len(PAGES) and again.import_job == "" and len(fake_import.jobs) == 1
 
     page = corpus / "about" / "limitations.html"
     page.write_text(page.read_text().replace("</body>", "<p>One more limit: bulk imports insert.</p></body>"))
-    edited = run_ingest(cfg)
+    edited = run_ingest(prepare(cfg, corpus=True))
     assert edited.documents_written == 1 and edited.import_job == "job-2"
     ids = [r["id"] for r in store.iter_rows(["id"])]
     assert len(ids) == len(set(ids)) == edited.collection_rows  # the old chunks went before the import
@@ -126,7 +127,7 @@ def test_a_failed_import_is_reported(ray_cluster, milvus_uri, s3_endpoint, colle
     cfg = bulk_cfg(corpus, milvus_uri, collection, s3_endpoint, fake_import)
     fake_import.fail_next = True
     with pytest.raises(ImportFailed, match="vector dimension mismatch"):
-        run_ingest(cfg)
+        run_ingest(prepare(cfg, corpus=True))
 
 
 def test_bulk_import_needs_a_stage():

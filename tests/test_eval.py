@@ -7,6 +7,7 @@ from evaluation.faq import extract_faq
 from evaluation.retrieval import evaluate_retrieval, format_table, question_set
 from ingest_jobs.ingest import run_ingest
 from rag.config import RagConfig
+from rag.prepare import prepare
 from tests.conftest import MILVUS_DOCS, copy_pages, eval_argv, faq_questions_file
 
 PAGES = ["faq/performance_faq.html", "faq/operational_faq.html", "adminGuide/rbac.html", "about/limitations.html"]
@@ -17,7 +18,7 @@ def test_retrieval_eval_on_faq_questions(ray_cluster, milvus_uri, collection, tm
     cfg = RagConfig.load(
         overrides={"corpus": {"path": str(corpus)}, "milvus": {"uri": milvus_uri, "collection": collection}}
     )
-    run_ingest(cfg)
+    run_ingest(prepare(cfg, corpus=True))
     questions = [
         q
         for q in extract_faq(MILVUS_DOCS)

@@ -16,6 +16,7 @@ from ingest_jobs.chunk import embed_text_of
 from ingest_jobs.ingest import run_ingest
 from rag.config import RagConfig
 from rag.embedder import SentenceTransformersEmbedder
+from rag.prepare import prepare
 from rag.store import MilvusChunkStore
 from tests.conftest import MILVUS_DOCS, REPO, copy_pages, free_port
 
@@ -48,7 +49,7 @@ def corpus(tmp_path):
 
 def test_ingest_writes_chunks_with_metadata_and_unit_vectors(ray_cluster, milvus_uri, collection, corpus):
     cfg = make_cfg(corpus, milvus_uri, collection)
-    summary = run_ingest(cfg)
+    summary = run_ingest(prepare(cfg, corpus=True))
     assert summary.documents == len(PAGES) and summary.documents_written == len(PAGES)
     assert summary.skipped == [] and summary.chunks_written == summary.collection_rows > 3 * len(PAGES)
 
@@ -80,15 +81,15 @@ def test_ingest_writes_chunks_with_metadata_and_unit_vectors(ray_cluster, milvus
 
 def test_rerun_edit_and_prune(ray_cluster, milvus_uri, collection, corpus):
     cfg = make_cfg(corpus, milvus_uri, collection)
-    first = run_ingest(cfg)
+    first = run_ingest(prepare(cfg, corpus=True))
     before = rows_by_id(cfg)
     assert len(before) == first.chunks_written
 
-    again = run_ingest(cfg)
+    again = run_ingest(prepare(cfg, corpus=True))
     assert again.unchanged == len(PAGES) and again.chunks_written == 0
     assert rows_by_id(cfg).keys() == before.keys()
 
-    forced = run_ingest(cfg, force=True)
+    forced = run_ingest(prepare(cfg, corpus=True), force=True)
     assert forced.chunks_written == len(before) and forced.chunks_deleted_stale == 0
     assert rows_by_id(cfg).keys() == before.keys()
 
@@ -96,7 +97,7 @@ def test_rerun_edit_and_prune(ray_cluster, milvus_uri, collection, corpus):
     html = edited.read_text()
     marker = "<h2>"
     edited.write_text(html.replace(marker, "<h2>Brand new section</h2><p>" + "Fresh words. " * 60 + "</p>" + marker, 1))
-    after_edit = run_ingest(cfg)
+    after_edit = run_ingest(prepare(cfg, corpus=True))
     assert after_edit.documents_written == 1 and after_edit.unchanged == len(PAGES) - 1
     assert after_edit.chunks_deleted_stale > 0
     after = rows_by_id(cfg)
@@ -111,10 +112,10 @@ def test_rerun_edit_and_prune(ray_cluster, milvus_uri, collection, corpus):
     assert len(rbac_before - rbac_after) == after_edit.chunks_deleted_stale  # ... and the stale ones left
 
     (corpus / "about/limitations.html").unlink()
-    kept = run_ingest(cfg)
+    kept = run_ingest(prepare(cfg, corpus=True))
     assert kept.documents_pruned == 0
     assert any(r["source"] == "about/limitations.html" for r in rows_by_id(cfg).values())
-    pruned = run_ingest(cfg, prune=True)
+    pruned = run_ingest(prepare(cfg, corpus=True), prune=True)
     assert pruned.documents_pruned == 1 and pruned.chunks_pruned > 0
     remaining = rows_by_id(cfg)
     assert not any(r["source"] == "about/limitations.html" for r in remaining.values())
@@ -136,7 +137,7 @@ def test_bad_inputs_are_skipped_and_good_ones_written(ray_cluster, milvus_uri, c
     os.mkfifo(root / "fifo.txt")
 
     cfg = make_cfg(root, milvus_uri, collection, corpus={"max_file_bytes": 1_000_000})
-    summary = run_ingest(cfg)
+    summary = run_ingest(prepare(cfg, corpus=True))
     reasons = {s.source: s.reason for s in summary.skipped}
     assert reasons == {
         "binary.html": "binary file",
@@ -161,7 +162,7 @@ def test_s3_corpus(ray_cluster, milvus_uri, collection, s3_endpoint):
     for page in PAGES[:3]:
         s3.put_object(Bucket="corpus", Key=f"milvus/{page}", Body=(MILVUS_DOCS / page).read_bytes())
     cfg = make_cfg("s3://corpus/milvus", milvus_uri, collection, corpus={"s3_endpoint": s3_endpoint})
-    summary = run_ingest(cfg)
+    summary = run_ingest(prepare(cfg, corpus=True))
     assert summary.documents_written == 3 and summary.skipped == []
     rows = rows_by_id(cfg).values()
     assert {r["source"] for r in rows} == set(PAGES[:3])

@@ -21,6 +21,7 @@ import pytest
 from ingest_jobs.chunk import doc_id_of
 from ingest_jobs.ingest import run_ingest
 from rag.config import RagConfig
+from rag.prepare import prepare
 from rag.store import MilvusChunkStore
 from tests.conftest import REPO, copy_pages
 from tests.test_ingest import PAGES, make_cfg
@@ -77,7 +78,7 @@ def pages(tmp_path_factory):
 def clean_ids(ray_cluster, milvus_uri, pages) -> list[str]:
     """The chunk ids of an uninterrupted run: what every run after a fault must end with."""
     cfg = make_cfg(pages, milvus_uri, f"t_{uuid.uuid4().hex[:12]}")
-    summary = run_ingest(cfg)
+    summary = run_ingest(prepare(cfg, corpus=True))
     assert summary.documents_written == len(PAGES) and summary.skipped == []
     return chunk_ids(cfg)
 
@@ -123,7 +124,7 @@ def test_killed_driver_then_rerun_leaves_exactly_the_clean_chunks(
             break
     assert broken and chunk_ids(cfg) != clean_ids
 
-    rerun = run_ingest(cfg)
+    rerun = run_ingest(prepare(cfg, corpus=True))
     assert chunk_ids(cfg) == clean_ids  # nothing lost, nothing twice, no stale chunk
     assert rerun.documents_written >= len(broken) and rerun.documents_written + rerun.unchanged == len(PAGES)
     assert rerun.chunks_deleted_stale >= 1 and rerun.collection_rows == len(clean_ids)
@@ -148,7 +149,7 @@ def test_killed_embedding_worker_is_restarted_and_the_run_completes(
     store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
     store.ensure_collection()
     with ThreadPoolExecutor(1) as pool:
-        run = pool.submit(run_ingest, cfg)
+        run = pool.submit(run_ingest, prepare(cfg, corpus=True))
         victim = wait_for(lambda: embedding_worker_busy() or run.done(), "busy embedding worker", pause_s=0.02)
         assert not run.done(), run.result()
         victim.kill()
@@ -182,7 +183,7 @@ def test_hostile_files_are_skipped_with_reasons_and_good_ones_written(ray_cluste
     writer = threading.Thread(target=keep_growing)
     writer.start()
     try:
-        summary = run_ingest(make_cfg(root, milvus_uri, collection))
+        summary = run_ingest(prepare(make_cfg(root, milvus_uri, collection), corpus=True))
     finally:
         stop.set()
         writer.join()

@@ -1,4 +1,4 @@
-"""RagService and its FastAPI app without Ray: stand-in callables for the embedder, the retriever and the engine
+"""The services and their FastAPI app without Ray: stand-in callables for the embedder, the retriever and the engine
 (vLLM's stream shapes as LLMServer yields them), the real prompt builder, and a metrics recorder."""
 
 from __future__ import annotations
@@ -12,13 +12,15 @@ import pytest
 from fastapi.testclient import TestClient
 from transformers import AutoTokenizer
 
+from rag.api_keys import read_api_keys
 from rag.config import RagConfig
 from rag.search import Source
+from serve_app.api import build_api
 from serve_app.errors import APIError
-from serve_app.ingress import RagService, build_fastapi
 from serve_app.metrics import ServingMetrics
 from serve_app.prompt import PromptBuilder
 from serve_app.protocol import ChatRequest
+from serve_app.services import Services
 
 SOURCE = Source(
     index=1,
@@ -85,7 +87,7 @@ def service(
     generate=None,
     ready_timeout_s: float = 10,
     serve: dict[str, Any] | None = None,
-) -> tuple[RagService, Recorder, list[Any]]:
+) -> tuple[Services, Recorder, list[Any]]:
     engine_requests: list[Any] = []
 
     async def default_embed(texts):
@@ -104,7 +106,7 @@ def service(
 
     metrics = Recorder()
     cfg = RagConfig.load(None, {"serve": {"ready_timeout_s": ready_timeout_s, **(serve or {})}})
-    rag = RagService(
+    rag = Services.create(
         cfg,
         embed=embed or default_embed,
         count_tokens=count_tokens,
@@ -116,10 +118,10 @@ def service(
     return rag, metrics, engine_requests
 
 
-def chat(rag: RagService, **extra: Any) -> list[dict]:
+def chat(rag: Services, **extra: Any) -> list[dict]:
     async def run() -> list[str]:
         body = {"model": "rag", "messages": [{"role": "user", "content": "Who grants privileges?"}], **extra}
-        return [chunk async for chunk in await rag.chat(ChatRequest.model_validate(body))]
+        return [chunk async for chunk in await rag.chat.chat(ChatRequest.model_validate(body))]
 
     text = "".join(asyncio.run(run()))
     return [json.loads(line[6:]) for line in text.split("\n\n") if line.startswith("data: {")]
@@ -153,7 +155,7 @@ def test_readiness_names_the_parts_that_do_not_answer(prompt):
         return [SOURCE]
 
     ok, _, _ = service(prompt, retrieve=retrieve, stream=[[object()]])
-    assert asyncio.run(ok.ready())["parts"] == {"embedder": "ok", "milvus": "ok", "engine": "ok"}
+    assert asyncio.run(ok.health.ready())["parts"] == {"embedder": "ok", "milvus": "ok", "engine": "ok"}
     assert searched == [[0.1] * 384]  # Milvus is probed with the embedder's own answer
 
     async def broken_embed(texts):
@@ -165,7 +167,7 @@ def test_readiness_names_the_parts_that_do_not_answer(prompt):
 
     down, metrics, _ = service(prompt, embed=broken_embed, generate=slow_generate, ready_timeout_s=0.2)
     with pytest.raises(APIError) as err:
-        asyncio.run(down.ready())
+        asyncio.run(down.health.ready())
     assert err.value.status == 503
     assert err.value.message == (
         "not ready: embedder: RuntimeError: model not loaded; milvus: not tried (no query vector); engine: TimeoutError"
@@ -174,7 +176,7 @@ def test_readiness_names_the_parts_that_do_not_answer(prompt):
 
 def test_requests_are_counted_by_route_template_and_status(prompt):
     rag, metrics, _ = service(prompt)
-    client = TestClient(build_fastapi(rag))
+    client = TestClient(build_api(rag))
     assert client.get("/healthz").status_code == 200
     assert client.get("/v1/nope").status_code == 404
     assert client.post("/v1/chat/completions", content=b"{not json").status_code == 400
@@ -192,7 +194,7 @@ def test_requests_are_counted_by_route_template_and_status(prompt):
 
 def test_a_message_that_parses_as_another_kind_is_a_400(prompt):
     # vLLM's message union takes gpt-oss Harmony messages (author, recipient) too, as objects (schemathesis found it).
-    client = TestClient(build_fastapi(service(prompt)[0]))
+    client = TestClient(build_api(service(prompt)[0]))
     harmony = {"author": {"role": "user"}, "recipient": "x", "content": []}
     response = client.post("/v1/chat/completions", json={"messages": [user(), harmony]})
     assert response.status_code == 400, response.text
@@ -203,9 +205,7 @@ def test_api_keys_guard_every_route_but_liveness(prompt, tmp_path):
     keys = tmp_path / "keys"
     keys.write_text("# the team's keys\nkey-one\n\nkey-two\n")
     rag, metrics, _ = service(prompt, stream=vllm_stream())
-    client = TestClient(
-        build_fastapi(rag, RagConfig.load(None, {"serve": {"api_keys_file": str(keys)}}).serve.api_keys())
-    )
+    client = TestClient(build_api(rag, read_api_keys(str(keys))))
     body = {"model": "rag", "messages": [{"role": "user", "content": "hi"}]}
     assert client.get("/healthz").status_code == 200
     for headers in (
@@ -233,7 +233,7 @@ def test_a_collection_embedded_otherwise_is_a_500_that_says_what_to_do(prompt):
         raise EmbedderMismatch("collection 'c' was embedded with m|torch|fp32 but this config embeds with m|x|y")
 
     rag, metrics, _ = service(prompt, retrieve=mismatched)
-    client = TestClient(build_fastapi(rag))
+    client = TestClient(build_api(rag))
     for path, body in (
         ("/v1/retrieve", {"query": "q"}),
         ("/v1/chat/completions", {"messages": [{"role": "user", "content": "q"}]}),
@@ -251,9 +251,7 @@ def test_the_chat_page_and_its_files_are_public_and_lock_down_scripts(prompt, tm
     keys = tmp_path / "keys"
     keys.write_text("key-one\n")
     rag, _, _ = service(prompt)
-    client = TestClient(
-        build_fastapi(rag, RagConfig.load(None, {"serve": {"api_keys_file": str(keys)}}).serve.api_keys())
-    )
+    client = TestClient(build_api(rag, read_api_keys(str(keys))))
     page = client.get("/")
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
@@ -279,22 +277,24 @@ def test_a_keys_file_without_keys_is_an_error_not_an_open_endpoint(tmp_path):
     (tmp_path / "empty").write_text("# none yet\n\n")
     for path in (tmp_path / "empty", tmp_path / "missing"):
         with pytest.raises(ConfigError, match="api_keys_file"):
-            RagConfig.load(None, {"serve": {"api_keys_file": str(path)}}).serve.api_keys()
+            read_api_keys(str(path))
 
 
 def test_open_endpoint_warning_only_beyond_loopback_without_keys():
-    cfg = RagConfig.load(None).serve
-    assert cfg.open_endpoint_warning("127.0.0.1") is None
-    assert "no API keys" in cfg.open_endpoint_warning("0.0.0.0")
-    assert cfg.model_copy(update={"api_keys_file": "/k"}).open_endpoint_warning("0.0.0.0") is None
+    from serve_app.serve_yaml import open_endpoint_warning
+
+    cfg = RagConfig.load(None)
+    assert open_endpoint_warning(cfg, "127.0.0.1") is None
+    assert "no API keys" in (open_endpoint_warning(cfg, "0.0.0.0") or "")
+    assert open_endpoint_warning(RagConfig.load(None, {"serve": {"api_keys_file": "/k"}}), "0.0.0.0") is None
 
 
 def test_a_body_past_the_limit_is_refused_before_it_is_read(prompt):
     parsed = []
     rag, _, _ = service(prompt, serve={"limits": {"max_body_bytes": 1000}})
-    original = rag.parse_chat
-    rag.parse_chat = lambda request: parsed.append(request) or original(request)
-    client = TestClient(build_fastapi(rag))
+    original = rag.chat.parse
+    rag.chat.parse = lambda request: parsed.append(request) or original(request)  # type: ignore[method-assign]
+    client = TestClient(build_api(rag))
     big = {"model": "rag", "messages": [{"role": "user", "content": "x" * 2000}]}
     declared = client.post("/v1/chat/completions", json=big)
     assert declared.status_code == 413 and "serve.limits.max_body_bytes" in declared.json()["error"]["message"]
@@ -312,7 +312,7 @@ def test_a_body_past_the_limit_is_refused_before_it_is_read(prompt):
 def limits_client(prompt) -> TestClient:
     limits = {"max_messages": 3, "max_message_chars": 50, "max_tokens": 64, "max_top_k": 10, "max_filter_chars": 40}
     rag, _, _ = service(prompt, stream=vllm_stream(), serve={"limits": {**limits, "max_embedding_inputs": 4}})
-    return TestClient(build_fastapi(rag))
+    return TestClient(build_api(rag))
 
 
 def user(text: str = "hi") -> dict[str, str]:
@@ -364,7 +364,7 @@ def test_within_the_limits_is_answered(prompt):
 )
 def test_parameters_that_would_change_the_answer_are_refused(prompt, extra, param):
     rag, _, engine_requests = service(prompt, stream=vllm_stream())
-    response = TestClient(build_fastapi(rag)).post("/v1/chat/completions", json={"messages": [user()], **extra})
+    response = TestClient(build_api(rag)).post("/v1/chat/completions", json={"messages": [user()], **extra})
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == param
     assert response.json()["error"]["code"] == ("unsupported_parameter" if param != "tool_choice" else None)
@@ -377,7 +377,7 @@ def test_their_defaults_pass_and_reach_the_engine_as_vllms_own_request(prompt):
     rag, _, engine_requests = service(prompt, stream=vllm_stream())
     body = {"messages": [user()], "n": 1, "tool_choice": "none", "echo": False, "top_k": 2, "search": "bm25"}
     body["stream"] = True
-    response = TestClient(build_fastapi(rag)).post("/v1/chat/completions", json=body)
+    response = TestClient(build_api(rag)).post("/v1/chat/completions", json=body)
     assert response.status_code == 200, response.text
     (sent,) = engine_requests
     assert type(sent) is ChatCompletionRequest and sent.top_k is None  # our top_k counts passages, not samples
@@ -386,7 +386,7 @@ def test_their_defaults_pass_and_reach_the_engine_as_vllms_own_request(prompt):
 
 def test_embeddings_name_their_model_and_count_tokens(prompt):
     rag, _, _ = service(prompt)
-    client = TestClient(build_fastapi(rag))
+    client = TestClient(build_api(rag))
     model = rag.cfg.embedder.model
     assert {m["id"] for m in client.get("/v1/models").json()["data"]} == {"rag", model}
     response = client.post("/v1/embeddings", json={"model": model, "input": ["two words", "and three more"]})
@@ -398,7 +398,7 @@ def test_embeddings_name_their_model_and_count_tokens(prompt):
 
 def test_the_openapi_schema_describes_the_typed_api(prompt):
     rag, _, _ = service(prompt)
-    schema = TestClient(build_fastapi(rag)).get("/openapi.json").json()
+    schema = TestClient(build_api(rag)).get("/openapi.json").json()
     chat = schema["paths"]["/v1/chat/completions"]["post"]
     assert chat["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith("/ChatRequest")
     assert {"top_k", "search", "filter", "messages"} <= set(
@@ -414,7 +414,7 @@ def test_the_openapi_schema_describes_the_typed_api(prompt):
 
 def test_validation_errors_are_openai_400s_not_fastapis_422(prompt):
     rag, _, _ = service(prompt)
-    client = TestClient(build_fastapi(rag))
+    client = TestClient(build_api(rag))
     bodies = (
         [1, 2],
         {"messages": "hi"},
@@ -441,7 +441,7 @@ def test_rag_ready_sends_the_configs_key(prompt, tmp_path):
     keys.write_text("sk-probe\n")
     rag, _, _ = service(prompt, stream=[[object()]])
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_fastapi(rag, ["sk-probe"]), port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(build_api(rag, ["sk-probe"]), port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:

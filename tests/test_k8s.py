@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from rag.config import RagConfig
-from serve_app.serve_config import GENERATED, AppArgs, generated_files, serve_config_yaml
+from serve_app.serve_yaml import GENERATED, AppArgs, generated_files, serve_deploy_yaml
 from tests.k8s_schemas import SCHEMAS, validate_custom
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def test_every_generated_file_is_up_to_date():
         assert (REPO / output).read_text() == text, f"{output} is stale: run `rag generate`"
     service = kind("rayservice.yaml", "RayService")
     gpu = RagConfig.load(REPO / "configs" / "gpu.yaml")
-    assert service["spec"]["serveConfigV2"] == serve_config_yaml(gpu, "configs/gpu.yaml", "cluster")
+    assert service["spec"]["serveConfigV2"] == serve_deploy_yaml(gpu, "configs/gpu.yaml", "cluster")
 
 
 def test_the_generator_notices_a_drifted_manifest(tmp_path):
@@ -277,7 +277,7 @@ def test_every_ray_pod_exports_metrics_the_podmonitor_scrapes():
 
 
 def test_the_cluster_runs_serve_as_the_tests_and_benchmarks_do():
-    from serve_app.serve_config import SERVE_ENV
+    from serve_app.serve_yaml import SERVE_ENV
 
     spec = kind("rayservice.yaml", "RayService")["spec"]["rayClusterConfig"]
     for group in [spec["headGroupSpec"], *spec["workerGroupSpecs"]]:
@@ -361,7 +361,7 @@ def test_every_config_builds_its_serve_app_offline(name, ray_cluster):
     if cfg.llm.accelerator == "gpu":
         assert llm.accelerator_type == cfg.llm.accelerator_type
         assert llm.engine_kwargs["tensor_parallel_size"] == 1
-        assert llm.deployment_config["autoscaling_config"]["max_replicas"] == cfg.llm.max_replicas
+        assert llm.deployment_config["autoscaling_config"]["max_replicas"] == cfg.llm.replicas.max_replicas
     deployments = {d.name: d for d in deployments_of(build_rag_app(cfg))}
     assert set(deployments) == {"RagIngress", "QueryEmbedder", "Retriever", f"LLMServer:{cfg.llm.model_id}"}
     for role, deployment_name in (("ingress", "RagIngress"), ("embedder", "QueryEmbedder"), ("retriever", "Retriever")):
@@ -375,8 +375,8 @@ def test_every_config_builds_its_serve_app_offline(name, ray_cluster):
             {"CPU": settings.num_cpus, "GPU": settings.num_gpus},
         )
     engine = deployments[f"LLMServer:{cfg.llm.model_id}"]
-    assert engine.max_ongoing_requests == cfg.llm.max_ongoing_requests
-    assert engine.max_queued_requests == cfg.llm.max_queued_requests
+    assert engine.max_ongoing_requests == cfg.llm.replicas.max_ongoing_requests
+    assert engine.max_queued_requests == cfg.llm.replicas.max_queued_requests
     assert engine._deployment_config.backpressure_config.retry_after_s == cfg.serve.retry_after_s
 
 

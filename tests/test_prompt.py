@@ -112,6 +112,7 @@ def test_an_ingested_page_that_gives_orders_stays_quoted(ray_cluster, milvus_uri
     passage in the prompt keeps the orders inside its delimiters."""
     from ingest_jobs.ingest import run_ingest
     from rag.config import RagConfig
+    from rag.prepare import prepare
     from rag.search import MilvusRetriever, Search
 
     corpus = tmp_path / "corpus"
@@ -120,7 +121,7 @@ def test_an_ingested_page_that_gives_orders_stays_quoted(ray_cluster, milvus_uri
     cfg = RagConfig.load(
         overrides={"corpus": {"path": str(corpus)}, "milvus": {"uri": milvus_uri, "collection": collection}}
     )
-    assert run_ingest(cfg).chunks_written >= 1
+    assert run_ingest(prepare(cfg, corpus=True)).chunks_written >= 1
     retriever = MilvusRetriever(cfg.milvus, cfg.embedder.dim, cfg.retrieval)
     (sources,) = retriever.retrieve_many([Search("ignore previous instructions", None, "bm25", 5, None)])
     assert any("Ignore previous instructions" in s.text for s in sources)

@@ -16,8 +16,9 @@ from rag.milvus_server import start_local, stop_local
 from rag.search import MilvusRetriever, RetrievalFilter, Search, Source, filter_expr, fuse_minmax, without_stop_words
 from rag.store import MilvusChunkStore
 from serve_app.errors import from_milvus_error
-from serve_app.ingress import RagService
+from serve_app.metrics import ServingMetrics
 from serve_app.protocol import RetrieveRequest
+from serve_app.services.retrieval import RetrievalService
 from tests.conftest import answer_eventually, free_port
 
 DOCS = [
@@ -151,7 +152,7 @@ def test_a_failed_milvus_call_fails_only_the_questions_it_carried(retriever, emb
 
 
 def test_the_ingress_retrieves_without_ray(retriever, embedder):
-    """RagService (the ingress' logic) over plain async callables: the real embedder and this retriever."""
+    """The retrieval service (the ingress' logic) over plain async callables: the real embedder and this retriever."""
     embedded: list[list[str]] = []
 
     async def embed(texts):
@@ -161,7 +162,7 @@ def test_the_ingress_retrieves_without_ray(retriever, embedder):
     async def retrieve(query, vector, mode, top_k, flt):
         return retriever.retrieve(query, vector, mode=mode, top_k=top_k, flt=flt)
 
-    service = RagService(RagConfig(), embed=embed, count_tokens=None, retrieve=retrieve, generate=None, prompt=None)
+    service = RetrievalService(RagConfig(), embed=embed, retrieve=retrieve, metrics=ServingMetrics())
     for mode, embeds in (("bm25", 0), ("dense", 1), ("hybrid", 1)):
         embedded.clear()
         body = {"query": "HNSW graph neighbours M", "search": mode, "top_k": 2, "filter": {"url_prefix": "https://x/"}}

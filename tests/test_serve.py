@@ -172,7 +172,7 @@ def test_a_failed_search_fails_only_its_own_caller(rag_app):
 
 
 def test_replicas_run_in_serves_low_overhead_mode(rag_app):
-    from serve_app.serve_config import SERVE_ENV
+    from serve_app.serve_yaml import SERVE_ENV
 
     envs = [p.environ() for p in _processes("ServeReplica:rag:RagIngress")]
     assert envs and all(env.get(name) == value for env in envs for name, value in SERVE_ENV.items())

@@ -12,14 +12,14 @@ from entrypoints.local_ray import RAY_START_ENV
 from rag.config import ConfigError, RagConfig
 from serve_app.cpu_host import CpuHostLLMServer, cpu_engine_settings, llm_server_options
 from serve_app.llm import LocalFolderSkipsNodeInit, cpu_has_bf16, llm_config_kwargs
-from serve_app.serve_config import IMPORT_PATH, SERVE_ENV, AppArgs, serve_config_yaml
+from serve_app.serve_yaml import IMPORT_PATH, SERVE_ENV, AppArgs, serve_deploy_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_serve_local_yaml_is_generated_from_the_config():
     cfg = RagConfig.load(REPO / "configs" / "local.yaml")
-    assert (REPO / "configs" / "serve_local.yaml").read_text() == serve_config_yaml(cfg, "configs/local.yaml")
+    assert (REPO / "configs" / "serve_local.yaml").read_text() == serve_deploy_yaml(cfg, "configs/local.yaml")
 
 
 def test_serve_yaml_args_validate_against_the_config_model():
@@ -68,12 +68,12 @@ def test_llm_config_on_cpu_and_gpu():
     assert cpu_engine_settings(gpu_llm) is None and llm_server_options(gpu_llm) == {}  # Ray's own LLMServer
     assert llm_server_options(local_llm)["deployment_cls"] is CpuHostLLMServer
     assert gpu["deployment_config"]["autoscaling_config"] == {
-        "min_replicas": gpu_llm.min_replicas,
-        "max_replicas": gpu_llm.max_replicas,
-        "target_ongoing_requests": gpu_llm.target_ongoing_requests,
+        "min_replicas": gpu_llm.replicas.min_replicas,
+        "max_replicas": gpu_llm.replicas.max_replicas,
+        "target_ongoing_requests": gpu_llm.replicas.target_ongoing_requests,
     }
-    assert gpu["deployment_config"]["max_ongoing_requests"] == gpu_llm.max_ongoing_requests
-    assert gpu["deployment_config"]["max_queued_requests"] == gpu_llm.max_queued_requests
+    assert gpu["deployment_config"]["max_ongoing_requests"] == gpu_llm.replicas.max_ongoing_requests
+    assert gpu["deployment_config"]["max_queued_requests"] == gpu_llm.replicas.max_queued_requests
     assert gpu["deployment_config"]["health_check_period_s"] == gpu_llm.health_check_period_s == 10
     assert gpu["deployment_config"]["backpressure_config"] == {
         "status_code": 503,
@@ -89,6 +89,8 @@ def test_make_serve_starts_ray_with_the_serve_env_and_waits_until_ready():
     assert all(f"{name}={value} " in start_line for name, value in {**RAY_START_ENV, **SERVE_ENV}.items())
     recipe = makefile.split("\nserve: install\n", 1)[1].split("\n\n", 1)[0]
     assert "serve deploy configs/serve_local.yaml" in recipe and "rag ready --config configs/local.yaml" in recipe
+    # The app's build runs in a Ray worker and starts no Milvus: the local server is the Makefile's to start.
+    assert recipe.index("rag milvus start --config configs/local.yaml") < recipe.index("serve deploy")
     assert "export RAY_AUTH_MODE := token" in makefile  # Ray's CLIs then send the local cluster's token
 
 

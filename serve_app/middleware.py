@@ -1,20 +1,24 @@
-"""The endpoint's gates, as plain ASGI middleware in front of FastAPI: the API key, then the body size. Both
-answer before a byte of the body is parsed, and neither wraps a response, so streams pass through untouched."""
+"""The app's middleware, all plain ASGI (not Starlette's BaseHTTPMiddleware), so streams pass through untouched and a
+client that leaves still cancels its generation: the request counter, then the API key, then the body size. The
+two gates answer before a byte of the body is parsed."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from collections.abc import Callable
 from typing import Any
 
 from serve_app.errors import APIError, error_response
+from serve_app.metrics import ServingMetrics
 
 # Liveness answers without a key, so a load balancer's or kubelet's probe needs no secret; it says nothing else.
 # The chat page and its files are public too (they hold no data): the page asks for a key when the API wants one.
 PUBLIC_PATHS = frozenset({"/healthz", "/"})
 PUBLIC_PREFIXES = ("/static/",)
 OnError = Callable[[APIError], None]
+CLIENT_CLOSED_REQUEST = 499  # nginx's status for a client that went away, as the request counter records it
 
 
 def _digest(key: bytes) -> bytes:
@@ -98,3 +102,30 @@ class LimitBody:
             return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+class CountRequests:
+    """Counts requests by route template and status."""
+
+    def __init__(self, app: Any, metrics: ServingMetrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        status = 500  # an exception that escapes every handler
+
+        async def send_and_note(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        except asyncio.CancelledError:
+            status = CLIENT_CLOSED_REQUEST if status == 500 else status  # the client left before an answer
+            raise
+        finally:
+            route = scope.get("route")  # FastAPI's matched route: its template, never the raw path
+            self.metrics.request(getattr(route, "path", "unmatched"), status)
