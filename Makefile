@@ -26,11 +26,13 @@ chat: install  # the demo, left serving: its chat page at http://127.0.0.1:8000/
 	.venv/bin/rag demo --corpus $(CORPUS) --config $(CONFIG) --keep-serving
 
 # A local Ray cluster started as a cluster's nodes are (with the env of entrypoints/local_ray.py RAY_START_ENV and
-# serve_app/serve_yaml.py SERVE_ENV), the Serve app deployed on it with `serve deploy`, then wait until /readyz says every part answers.
+# serve_app/serve_yaml.py SERVE_ENV), the local milvus-lite server, $(CORPUS) ingested on that cluster into the config's
+# collection, the Serve app deployed with `serve deploy`, then wait until /readyz says every part answers.
 serve: install
 	.venv/bin/ray get-auth-token --generate > /dev/null
 	.venv/bin/ray status > /dev/null 2>&1 || RAY_worker_niceness=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_ENABLE_DIRECT_INGRESS=0 .venv/bin/ray start --head --num-cpus=4 --disable-usage-stats
 	.venv/bin/rag milvus start --config configs/local.yaml  # the app's build, in a Ray worker, starts no Milvus
+	.venv/bin/rag ingest $(CORPUS) --config configs/local.yaml  # what it serves; unchanged documents are skipped
 	.venv/bin/serve deploy configs/serve_local.yaml
 	.venv/bin/rag ready --config configs/local.yaml  # the config serve_local.yaml deploys: its API key, if any
 
@@ -45,6 +47,7 @@ test: install
 lint: install
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 test-unit: install  # no Ray, Milvus server or vLLM started: config, parsing, fusion, prompts, errors, manifests
 	$(PY) -m pytest -m "not integration"

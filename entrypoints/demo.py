@@ -141,6 +141,8 @@ def _demo(prepared: Prepared, args: argparse.Namespace, console: IO[str]) -> int
         if chunk.choices and chunk.choices[0].delta.content:
             say(chunk.choices[0].delta.content, end="")
     say("\n\nSources:")
+    if not sources:
+        say("  (none: no passage was retrieved for this question)")
     for s in sources:
         say(f"  [{s['index']}] {s['title']} > {s['heading']}  {s['url']}  (score {s['score']:.3f})")
     if args.keep_serving:

