@@ -54,7 +54,8 @@ def evaluate_chat(
             extra_body=extra,
         )
         answer = response.choices[0].message.content or ""
-        gold = {s["index"] for s in response.model_extra["sources"] if s["url"] == question["source_url"]}
+        sources = (response.model_extra or {}).get("sources") or []
+        gold = {s["index"] for s in sources if s["url"] == question["source_url"]}
         rows.append(
             {
                 "gold_in_sources": float(bool(gold)),

@@ -78,6 +78,8 @@ def load_evaluation(
         for key, value in BEIR_CHUNKING.items():
             overrides.setdefault("chunking", {}).setdefault(key, value)
     else:
+        if questions_path is None:
+            raise ValueError("give a question set (--questions) or a BEIR dataset (--beir)")
         rows = load_questions(questions_path)
         questions = question_set(rows, Path(questions_path).stem)
         if exclude_question:

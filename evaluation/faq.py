@@ -33,7 +33,7 @@ def extract_faq(corpus_root: str | Path) -> list[dict[str, str]]:
         if not file.source.startswith(FAQ_FOLDER):
             continue
         entry = manifest.get(file.source)
-        doc = parse_document(corpus.read(file), file.source, ParseConfig(), url=entry and entry.url)
+        doc = parse_document(corpus.read(file), file.source, ParseConfig(), url=entry.url if entry else None)
         for section in doc.sections:
             question = section.heading_path[-1] if section.heading_path else ""
             if question.endswith("?") and question not in NOT_QUESTIONS and section.text:

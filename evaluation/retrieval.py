@@ -14,9 +14,9 @@ from pathlib import Path
 from evaluation.metrics import MEASURES, score
 from rag.config import RagConfig, RetrievalConfig
 from rag.embedder import SentenceTransformersEmbedder
-from rag.search import MilvusRetriever
+from rag.search import MilvusRetriever, SearchMode
 
-SEARCH_MODES = ("dense", "bm25", "hybrid")
+SEARCH_MODES: tuple[SearchMode, ...] = ("dense", "bm25", "hybrid")
 CANDIDATES = 50  # passages per question, enough to fill the top 10 pages
 
 
@@ -48,9 +48,9 @@ def question_set(rows: list[dict[str, str]], name: str = "questions") -> Questio
 def evaluate_retrieval(
     cfg: RagConfig,
     questions: QuestionSet,
-    modes: tuple[str, ...] = SEARCH_MODES,
+    modes: tuple[SearchMode, ...] = SEARCH_MODES,
     *,
-    variants: Mapping[str, tuple[str, RetrievalConfig]] | None = None,
+    variants: Mapping[str, tuple[SearchMode, RetrievalConfig]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """A row per search mode, then one per labelled (mode, retrieval settings); the queries are embedded once.
     Hybrid goes no deeper than its candidate lists, so the ranking is the one Serve's top_k passages take."""
@@ -61,12 +61,12 @@ def evaluate_retrieval(
     ids = list(questions.queries)
     vectors = dict(zip(ids, embedder.embed_queries([questions.queries[i] for i in ids]).tolist()))
 
-    def run(r: MilvusRetriever, mode: str) -> dict[str, float]:
+    def run(r: MilvusRetriever, mode: SearchMode) -> dict[str, float]:
         top_k = min(CANDIDATES, r.retrieval.candidates) if mode == "hybrid" else CANDIDATES
         runs = {i: [s.url for s in r.retrieve(questions.queries[i], vectors[i], mode=mode, top_k=top_k)] for i in ids}
         return score(questions.qrels, runs)
 
-    results = {mode: run(retriever, mode) for mode in modes}
+    results: dict[str, dict[str, float]] = {mode: run(retriever, mode) for mode in modes}
     for label, (mode, retrieval) in (variants or {}).items():
         results[label] = run(MilvusRetriever(cfg.milvus, cfg.embedder.dim, retrieval, store=retriever.store), mode)
     return results

@@ -7,7 +7,7 @@ from ray.util.metrics import Counter, Histogram
 
 from ingest_jobs.summary import IngestSummary
 
-CHUNKS_PER_S_BOUNDARIES = [1.0, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000]
+CHUNKS_PER_S_BOUNDARIES: list[float] = [1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 25000]
 
 
 def reason_kind(reason: str) -> str:

@@ -17,6 +17,8 @@ from rag.schema import DocType
 HTML_EXTENSIONS = (".html", ".htm")
 MARKDOWN_EXTENSIONS = (".md", ".markdown")
 HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
+# ARIA landmarks of a page's chrome rather than its content, removed like the tags in parse.drop_tags.
+LANDMARK_ROLES = ["navigation", "banner", "contentinfo", "search"]
 # Elements after which extracted text breaks a line, so words from neighbouring blocks never run together.
 BLOCK_TAGS = (
     "p",
@@ -126,14 +128,14 @@ def _parse_html(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
 
     title = soup.title.get_text(" ", strip=True) if soup.title else ""
     url = source
-    if (link := soup.find("link", rel="canonical")) and link.get("href"):
-        url = link["href"].strip()
-    elif (og := soup.find("meta", property="og:url")) and og.get("content"):
-        url = og["content"].strip()
+    if (link := soup.find("link", rel="canonical")) and (href := link.get("href")):
+        url = str(href).strip()
+    elif (og := soup.find("meta", property="og:url")) and (content := og.get("content")):
+        url = str(content).strip()
 
     for tag in soup.find_all([*cfg.drop_tags, "head", "template"]):
         tag.decompose()
-    for tag in soup.find_all(attrs={"role": ["navigation", "banner", "contentinfo", "search"]}):
+    for tag in soup.find_all(role=LANDMARK_ROLES):
         tag.decompose()
     body = soup.body or soup
     if not title and (h1 := body.find("h1")):

@@ -83,7 +83,7 @@ def build_pipeline(
     states: dict[str, DocState],
     run_id: str = "",
 ) -> ray.data.Dataset:
-    ds = ray.data.from_items(
+    ds: ray.data.Dataset = ray.data.from_items(
         [asdict(f) for f in files], override_num_blocks=max(1, min(len(files), cfg.corpus.max_parse_tasks))
     )
     ds = ds.map_batches(

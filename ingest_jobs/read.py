@@ -38,6 +38,10 @@ class Skipped:
     reason: str
 
 
+# The files a listing will read, and those it will not, each with the reason.
+Listing = tuple[list[CorpusFile], list[Skipped]]
+
+
 @dataclass(frozen=True)
 class ManifestEntry:
     url: str | None
@@ -57,7 +61,7 @@ class Corpus:
     def _filesystem(self) -> pafs.FileSystem:
         return self.location.filesystem()
 
-    def list(self) -> tuple[list[CorpusFile], list[Skipped]]:
+    def list(self) -> Listing:
         """Every file under the root with a known extension, and the ones that will not be read, with why."""
         return self._list_remote() if self.remote else self._list_local()
 
@@ -71,7 +75,7 @@ class Corpus:
     def _wanted(self, name: str) -> bool:
         return name.lower().endswith(self.extensions) and name != self.cfg.manifest
 
-    def _list_local(self) -> tuple[list[CorpusFile], list[Skipped]]:
+    def _list_local(self) -> Listing:
         files, skipped = [], []
         root = Path(self.root)
         # Symlinked folders are not followed (one pointing up would loop); symlinked files are read only if they
@@ -116,7 +120,7 @@ class Corpus:
                 files.append(CorpusFile(source, str(real), st.st_size))
         return files, skipped
 
-    def _list_remote(self) -> tuple[list[CorpusFile], list[Skipped]]:
+    def _list_remote(self) -> Listing:
         fs = self._filesystem()
         try:
             infos = fs.get_file_info(pafs.FileSelector(self.root, recursive=True, allow_not_found=False))

@@ -159,7 +159,7 @@ class MilvusRetriever:
         return self._store
 
     def _check_embedder(self) -> None:
-        if not self._embedder_checked:
+        if self.embedder is not None and not self._embedder_checked:
             self.store.check_embedder(self.embedder)
             self._embedder_checked = True
 
@@ -201,15 +201,16 @@ class MilvusRetriever:
                 plan.append([len(calls)])
                 calls.append(search)
         hits = self._run(calls)
-        answers = []
+        answers: list[list[Source] | Exception] = []
         for search, slots in zip(searches, plan):
             parts = [hits[i] for i in slots]
-            if failed := next((p for p in parts if isinstance(p, Exception)), None):
-                answers.append(failed)
-            elif len(parts) == 2:
-                answers.append(fuse_minmax(*parts, dense_weight=self.retrieval.dense_weight, top_k=search.top_k))
+            lists = [p for p in parts if not isinstance(p, Exception)]
+            if len(lists) < len(parts):
+                answers.append(next(p for p in parts if isinstance(p, Exception)))
+            elif len(lists) == 2:
+                answers.append(fuse_minmax(*lists, dense_weight=self.retrieval.dense_weight, top_k=search.top_k))
             else:
-                answers.append(parts[0])
+                answers.append(lists[0])
         return answers
 
     def _run(self, calls: list[Search]) -> list[list[Source] | Exception]:
@@ -220,7 +221,8 @@ class MilvusRetriever:
         for (mode, limit, expr), members in groups.items():
             batch = [calls[i] for i in members]
             try:
-                found = self._search_loaded(mode, batch, limit, expr)
+                found = self._search_reloading(mode, batch, limit, expr)
+                self._check_embedder()  # a collection created after this retriever started: checked at its first search
             except Exception as e:  # handed to each of its callers, who raise it
                 for i in members:
                     results[i] = e
@@ -228,13 +230,6 @@ class MilvusRetriever:
             for i, hits in zip(members, found):
                 results[i] = [self._source(n, hit, mode) for n, hit in enumerate(hits, start=1)]
         return results
-
-    def _search_loaded(
-        self, mode: SearchMode, batch: list[Search], limit: int, expr: str
-    ) -> list[list[dict[str, Any]]]:
-        hits = self._search_reloading(mode, batch, limit, expr)
-        self._check_embedder()  # a collection created after this retriever started is checked at its first search
-        return hits
 
     def _search_reloading(
         self, mode: SearchMode, batch: list[Search], limit: int, expr: str

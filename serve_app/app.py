@@ -38,7 +38,7 @@ def build_rag_app(cfg: RagConfig, model_source: str | None = None) -> Applicatio
 
 def bind(deployment_cls: Any, cfg: RagConfig, *args: Any) -> Application:
     """A shell as a deployment with the options it asks for, bound to the config and its handles."""
-    return serve.deployment(deployment_cls, **deployment_cls.get_deployment_options(cfg)).bind(cfg, *args)
+    return serve.deployment(**deployment_cls.get_deployment_options(cfg))(deployment_cls).bind(cfg, *args)
 
 
 def prepare_app(cfg: RagConfig) -> Application:

@@ -48,11 +48,11 @@ def settle_cpu_engine(*, nice: int, scheduler_on_worker_cores: bool) -> None:
     if not workers or not scheduler_pids:
         logger.warning("no vLLM CPU engine under this replica (%s): left as it is", sorted(titles.values()))
         return
-    cores = set().union(*(os.sched_getaffinity(t.id) for w in workers for t in _quietly(w.threads, [])))
+    cores = set().union(*(os.sched_getaffinity(t.id) for w in workers for t in _threads(w)))
     target = min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice)
     pin = scheduler_on_worker_cores and bool(cores)
     for process in engine:
-        for thread in _quietly(process.threads, []):
+        for thread in _threads(process):
             try:
                 if nice:
                     os.setpriority(os.PRIO_PROCESS, thread.id, max(target, os.getpriority(os.PRIO_PROCESS, thread.id)))
@@ -61,6 +61,10 @@ def settle_cpu_engine(*, nice: int, scheduler_on_worker_cores: bool) -> None:
             except ProcessLookupError:  # the thread ended meanwhile
                 pass
     logger.info("CPU engine at nice >= %d%s", target, f", scheduler on cores {sorted(cores)}" if pin else "")
+
+
+def _threads(process: psutil.Process) -> list[Any]:
+    return _quietly(process.threads, [])
 
 
 def _quietly(read: Callable[[], T], default: T) -> T:
@@ -76,6 +80,6 @@ class CpuHostLLMServer(LLMServer):
     keeps a scheduler process spinning on a core of its own, which on a small host starves the proxy, ingress,
     embedder and Milvus."""
 
-    async def __init__(self, llm_config, *, cpu_engine: dict[str, Any], **kwargs):
+    async def __init__(self, llm_config: Any, *, cpu_engine: dict[str, Any], **kwargs: Any) -> None:  # type: ignore[misc]  # Serve awaits LLMServer's async __init__
         await super().__init__(llm_config, **kwargs)
         settle_cpu_engine(**cpu_engine)

@@ -169,7 +169,7 @@ def install_error_handlers(
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         # Starlette's own: an unknown route (404) or method (405), as OpenAI words them.
         message = f"{exc.detail}: {request.method} {request.url.path}"
-        return respond(APIError(exc.status_code, message), headers=exc.headers)
+        return respond(APIError(exc.status_code, message), headers=dict(exc.headers or {}))
 
     @app.exception_handler(APIError)
     async def _api_error(_: Request, exc: APIError) -> JSONResponse:

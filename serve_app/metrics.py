@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from ray.serve.metrics import Counter, Histogram
 
-LATENCY_MS_BOUNDARIES = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
-TOKEN_BOUNDARIES = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 131072]
-COUNT_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+LATENCY_MS_BOUNDARIES: list[float] = [5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000]
+TOKEN_BOUNDARIES: list[float] = [64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 131072]
+COUNT_BOUNDARIES: list[float] = [1, 2, 4, 8, 16, 32, 64, 128, 256]
 
 
 class ServingMetrics:
@@ -16,7 +16,9 @@ class ServingMetrics:
 
     def __init__(self) -> None:
         self.requests = Counter(
-            "rag_requests", description="HTTP requests by route and status.", tag_keys=("route", "status")
+            "rag_requests",
+            description="HTTP requests by route and status.",
+            tag_keys=("route", "status"),  # type: ignore[arg-type]  # Ray annotates a 1-tuple, takes any
         )
         self.errors = Counter(
             "rag_errors", description="Error responses and error events by OpenAI error type.", tag_keys=("kind",)

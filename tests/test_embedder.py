@@ -44,9 +44,13 @@ def torch_vectors(chunks):
     return SentenceTransformersEmbedder(EmbedderConfig(backend="torch")).embed_documents(chunks)
 
 
+# The project's own models folder: an export there is built once, by the first test or command that needs it.
+MODELS_DIR = str(REPO / ".rag" / "models")
+
+
 @pytest.mark.parametrize(("backend", "precision"), [("openvino", "fp32"), ("openvino", "bf16"), ("torch", "bf16")])
-def test_each_backend_agrees_with_torch_fp32_on_real_chunks(chunks, torch_vectors, tmp_path, backend, precision):
-    cfg = prepare_embedder(EmbedderConfig(backend=backend, precision=precision, models_dir=str(tmp_path)))
+def test_each_backend_agrees_with_torch_fp32_on_real_chunks(chunks, torch_vectors, backend, precision):
+    cfg = prepare_embedder(EmbedderConfig(backend=backend, precision=precision, models_dir=MODELS_DIR))
     embedder = SentenceTransformersEmbedder(cfg, num_threads=2)
     vectors = embedder.embed_documents(chunks)
     cosine = (vectors * torch_vectors).sum(axis=1)
@@ -67,15 +71,15 @@ def test_the_openvino_export_is_built_once_from_the_packaged_model(tmp_path):
     SentenceTransformersEmbedder(prepare_embedder(cfg.model_copy(update={"precision": "bf16"})))
     assert exported.stat().st_mtime_ns == built  # bf16 runs the same export, and nothing is rebuilt
 
-    exported.with_name(TOKENIZER_FILE).unlink()  # an export from before the tokenizer travelled with it
+    exported.with_name(TOKENIZER_FILE).unlink()  # a folder without its tokenizer is no export
     prepare_embedder(cfg)
     assert exported.with_name(TOKENIZER_FILE).is_file() and exported.stat().st_mtime_ns > built
     assert [p.name for p in exported.parent.parent.iterdir()] == [exported.parent.name]  # nothing partial or stale
 
 
 @pytest.fixture(scope="module")
-def openvino_cfg(tmp_path_factory) -> EmbedderConfig:
-    return prepare_embedder(EmbedderConfig(backend="openvino", models_dir=str(tmp_path_factory.mktemp("models"))))
+def openvino_cfg() -> EmbedderConfig:
+    return prepare_embedder(EmbedderConfig(backend="openvino", models_dir=MODELS_DIR))
 
 
 def test_the_exports_tokenizer_gives_sentence_transformers_inputs(chunks, openvino_cfg):

@@ -12,6 +12,7 @@ import boto3
 import numpy as np
 import pytest
 
+from entrypoints.cli import main as rag_main
 from ingest_jobs.chunk import embed_text_of
 from ingest_jobs.ingest import run_ingest
 from rag.config import RagConfig
@@ -195,25 +196,30 @@ def rag_cli(*args: str, cwd=REPO) -> subprocess.CompletedProcess:
     )
 
 
-def test_cli_missing_corpus_and_unreachable_milvus_exit_2(tmp_path):
-    missing = rag_cli("ingest", str(tmp_path / "nope"))
+def test_cli_missing_corpus_and_unreachable_milvus_exit_2(tmp_path, capsys):
+    missing = rag_cli("ingest", str(tmp_path / "nope"))  # the command as a user runs it
     assert missing.returncode == 2
     assert missing.stderr.strip().splitlines()[-1].startswith("error: corpus folder not found")
     assert "Traceback" not in missing.stderr
-    demo = rag_cli("demo", "--corpus", str(tmp_path / "nope"))  # stops before it starts Milvus, Ray or its log
-    assert demo.returncode == 2 and "demo: logs in" not in demo.stdout
-    assert demo.stderr.strip() == f"error: corpus folder not found: {tmp_path / 'nope'}"
+
+    def rag(*args: str) -> tuple[int, str, str]:  # the same CLI in this process: no interpreter start per case
+        code = rag_main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    code, out, err = rag("demo", "--corpus", str(tmp_path / "nope"))  # stops before Milvus, Ray or its log start
+    assert code == 2 and "demo: logs in" not in out
+    assert err.strip() == f"error: corpus folder not found: {tmp_path / 'nope'}"
 
     (tmp_path / "a.txt").write_text("hello")
     port = free_port()
-    unreachable = rag_cli(
+    code, _, err = rag(
         "ingest", str(tmp_path), "--milvus-uri", f"http://127.0.0.1:{port}", "--set", "milvus.manage_local=false"
     )
-    assert unreachable.returncode == 2
-    assert unreachable.stderr.strip() == f"error: cannot reach Milvus at http://127.0.0.1:{port}"
+    assert code == 2 and err.strip() == f"error: cannot reach Milvus at http://127.0.0.1:{port}"
 
-    bad_config = rag_cli("ingest", str(tmp_path), "--set", "chunking.chunk_sise=10")
-    assert bad_config.returncode == 2 and "chunking.chunk_sise: Extra inputs are not permitted" in bad_config.stderr
+    code, _, err = rag("ingest", str(tmp_path), "--set", "chunking.chunk_sise=10")
+    assert code == 2 and "chunking.chunk_sise: Extra inputs are not permitted" in err
 
 
 @pytest.mark.integration

@@ -259,3 +259,17 @@ def test_the_page_works_offline_with_its_own_files_only(browser, rag_app):
     origin = rag_app[1].removesuffix("/v1")
     assert fetched and all(url.startswith(origin) for url in fetched), fetched
     assert {Path(u).name for u in fetched} >= {"chat.js", "chat.css", "models"}
+
+
+def test_the_page_and_its_icon_load_with_no_missing_file(browser, rag_app):
+    """Every file the page asks for is there: a 404 (a browser's /favicon.ico once was one) is a console error."""
+    page = browser.new_context().new_page()
+    missing: list[str] = []
+    page.on("response", lambda response: response.status == 404 and missing.append(response.url))
+    page.goto(rag_app[1].removesuffix("v1"))
+    expect(page.locator("#notice")).to_contain_text("needs an API key")
+    page.wait_for_load_state("networkidle")
+    icon = page.locator("link[rel=icon]").get_attribute("href")
+    served = httpx.get(rag_app[1].removesuffix("v1") + icon)
+    assert missing == [] and served.status_code == 200 and served.headers["content-type"] == "image/svg+xml"
+    page.close()
