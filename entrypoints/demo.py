@@ -89,7 +89,7 @@ def _demo(prepared: Prepared, args: argparse.Namespace, console: IO[str]) -> int
     from entrypoints.ready import wait_ready
     from ingest_jobs.ingest import run_ingest
     from rag.api_keys import read_api_keys
-    from rag.store import EmbedderMismatch
+    from rag.store import CollectionOutdated, EmbedderMismatch, MilvusChunkStore
     from serve_app.app import prepare_app
     from serve_app.serve_yaml import APP_NAME, open_endpoint_warning
 
@@ -102,13 +102,14 @@ def _demo(prepared: Prepared, args: argparse.Namespace, console: IO[str]) -> int
     init_local_ray(log_to_driver=False)
     try:
         summary = run_ingest(prepared)
-    except EmbedderMismatch as e:
+    except (EmbedderMismatch, CollectionOutdated) as e:
         if cfg.milvus.collection != DEMO_COLLECTION:  # a user's collection is never re-embedded unasked
             say(f"error: {e}")
             ray.shutdown()
             return 2
-        say(f"demo: {e}; re-embedding the demo's own collection")
-        summary = run_ingest(prepared, force=True)
+        say(f"demo: {e}; ingesting the demo's own collection afresh")
+        MilvusChunkStore(cfg.milvus, cfg.embedder.dim).drop()
+        summary = run_ingest(prepared)
     say(summary.format())
 
     say("demo: starting the Serve app (embedder, retriever, vLLM on CPU with SmolLM2) ...")

@@ -52,7 +52,7 @@ def chunk_document(doc: ParsedDocument, *, source: str, doc_hash: str, cfg: Chun
     splitter = _splitter(cfg.chunk_size, cfg.chunk_overlap)
     doc_id = doc_id_of(source)
     pieces = [
-        (HEADING_SEPARATOR.join(section.heading_path), text)
+        (HEADING_SEPARATOR.join(section.heading_path), text, section.page)
         for section in doc.sections
         for text in splitter.split_text(section.text)
     ]
@@ -67,9 +67,10 @@ def chunk_document(doc: ParsedDocument, *, source: str, doc_hash: str, cfg: Chun
             "doc_type": doc.doc_type,
             "chunk_index": index,
             "chunk_count": len(pieces),
+            "page": page,
             "doc_hash": doc_hash,
             "text": text,
             "embed_text": embed_text_of(doc.title, heading, text, cfg),
         }
-        for index, (heading, text) in enumerate(pieces)
+        for index, (heading, text, page) in enumerate(pieces)
     ]

@@ -25,7 +25,7 @@ from ingest_jobs.summary import IngestSummary
 from rag.config import ConfigError, RagConfig, parse_overrides
 from rag.corpus import CorpusNotFound
 from rag.prepare import Prepared, prepare
-from rag.store import EmbedderMismatch, MilvusChunkStore, MilvusUnavailable
+from rag.store import CollectionOutdated, EmbedderMismatch, MilvusChunkStore, MilvusUnavailable
 
 EXIT_USAGE = 2
 
@@ -34,8 +34,8 @@ def run_ingest(
     prepared: Prepared, *, prune: bool = False, force: bool = False, store: MilvusChunkStore | None = None
 ) -> IngestSummary:
     """Runs one ingest of a prepared config (``prepare(cfg, corpus=True)``) on a Ray cluster that is already
-    initialised; raises CorpusNotFound, MilvusUnavailable, or EmbedderMismatch (the collection was embedded
-    otherwise, and ``force`` is not set)."""
+    initialised; raises CorpusNotFound, MilvusUnavailable, CollectionOutdated, or EmbedderMismatch (the collection
+    was embedded otherwise, and ``force`` is not set)."""
     started = time.perf_counter()
     metrics = IngestMetrics()
     cfg = prepared.cfg
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None, prog: str = "python -m ingest_jobs.inges
         if not ray.is_initialized():
             ray.init()
         summary = run_ingest(prepared, prune=args.prune, force=args.force)
-    except (ConfigError, CorpusNotFound, MilvusUnavailable, EmbedderMismatch) as e:
+    except (ConfigError, CorpusNotFound, MilvusUnavailable, EmbedderMismatch, CollectionOutdated) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USAGE
     except ImportFailed as e:  # the staged files stay; a re-run stages and imports the documents again

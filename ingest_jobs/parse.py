@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 import yaml
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag, UnicodeDammit, XMLParsedAsHTMLWarning
 from langchain_text_splitters import MarkdownHeaderTextSplitter
 
+from ingest_jobs.parse_pdf import is_pdf, parse_pdf
+from ingest_jobs.parse_types import ParsedDocument, ParseSkip, Section
 from rag.config import ParseConfig
 from rag.schema import DocType
 
@@ -49,26 +50,10 @@ _FRONT_MATTER = re.compile(r"\A---\s*\n(.*?)\n---\s*(?:\n|\Z)", re.S)
 _DTD_SUBSET = re.compile(r"<!DOCTYPE[^<>\[]*\[", re.I)
 
 
-class ParseSkip(ValueError):
-    """The file cannot become a document; the message is the reason shown in the job summary."""
-
-
-@dataclass
-class Section:
-    heading_path: list[str]
-    text: str
-
-
-@dataclass
-class ParsedDocument:
-    title: str
-    url: str
-    doc_type: DocType
-    sections: list[Section] = field(default_factory=list)
-
-
 def doc_type_of(source: str) -> DocType:
     suffix = PurePosixPath(source).suffix.lower()
+    if suffix == ".pdf":
+        return "pdf"
     if suffix in HTML_EXTENSIONS:
         return "html"
     if suffix in MARKDOWN_EXTENSIONS:
@@ -82,10 +67,14 @@ def parse_document(
     """Parses one file. ``url`` and ``title`` (from a manifest) win over what the file says."""
     if not data.strip():
         raise ParseSkip("empty file")
-    if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise ParseSkip("binary file")
     doc_type = doc_type_of(source)
-    if doc_type == "html":
+    if doc_type == "pdf" or is_pdf(data):  # by its content: a .pdf name is no proof, nor is another name
+        if not is_pdf(data):
+            raise ParseSkip(f"not a PDF: the content {_looks_like(data)}")
+        doc = parse_pdf(data, source, cfg)
+    elif b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ParseSkip("binary file")
+    elif doc_type == "html":
         doc = _parse_html(data, source, cfg)
     else:
         text = _decode_text(data)
@@ -96,6 +85,15 @@ def parse_document(
     doc.url = url or doc.url
     doc.title = title or doc.title
     return doc
+
+
+def _looks_like(data: bytes) -> str:
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")) or b"<body" in head:
+        return "is HTML"
+    if head.startswith((b"\x7felf", b"mz")):
+        return "is an executable"
+    return "has no PDF header"
 
 
 def _decode_text(data: bytes) -> str:

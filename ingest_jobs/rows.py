@@ -13,5 +13,5 @@ RESULT_COLUMNS = ("id", "doc_id", "source", "status", "reason")
 
 def status_row(status: str, *, source: str, doc_id: str, reason: str = "") -> dict[str, str | int]:
     row: dict[str, str | int] = dict.fromkeys(ROW_COLUMNS, "")
-    row.update(chunk_index=0, chunk_count=0, status=status, source=source, doc_id=doc_id, reason=reason)
+    row.update(chunk_index=0, chunk_count=0, page=0, status=status, source=source, doc_id=doc_id, reason=reason)
     return row

@@ -38,7 +38,9 @@ class _Section(BaseModel):
 class CorpusConfig(_Section):
     path: str | None = Field(None, description="Folder or object-store URI (s3://bucket/prefix, gs://...) to ingest.")
     extensions: list[str] = Field(
-        [".html", ".htm", ".md", ".markdown", ".txt"], description="File extensions read; others are skipped."
+        [".html", ".htm", ".md", ".markdown", ".txt", ".pdf"],
+        description="File extensions read; others are skipped. A file's type comes from its content where the two "
+        "disagree (a .pdf that is HTML is skipped with that reason).",
     )
     max_file_bytes: int = Field(5_000_000, gt=0, description="Files larger than this are skipped as oversized.")
     manifest: str = Field(
@@ -57,6 +59,9 @@ class CorpusConfig(_Section):
 
 
 class ParseConfig(_Section):
+    max_pages: int = Field(
+        2000, gt=0, description="A PDF with more pages is skipped with that reason, before any page is read."
+    )
     drop_tags: list[str] = Field(
         ["nav", "header", "footer", "aside", "script", "style", "noscript", "form", "iframe", "svg", "button"],
         description="HTML elements removed with their content before text is extracted.",

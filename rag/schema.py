@@ -10,7 +10,7 @@ from typing import Literal, get_args
 
 from pymilvus import DataType
 
-DocType = Literal["html", "markdown", "text"]
+DocType = Literal["html", "markdown", "text", "pdf"]
 DOC_TYPES: tuple[str, ...] = get_args(DocType)
 TEXT_MAX_CHARS = 65_535
 
@@ -39,6 +39,7 @@ FIELDS: tuple[Field, ...] = (
     Field("heading", DataType.VARCHAR, 2048, source=True),
     Field("doc_type", DataType.VARCHAR, 16, source=True),
     Field("chunk_index", DataType.INT64),
+    Field("page", DataType.INT64, source=True),  # 1-based page of a PDF (slide of a deck); 0: not paged
     Field("chunk_count", DataType.INT64),
     Field("doc_hash", DataType.VARCHAR, 64),
     Field("ingest_time", DataType.INT64, written=False),

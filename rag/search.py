@@ -51,6 +51,7 @@ class Source(BaseModel):
     doc_type: str
     score: float
     text: str
+    page: int | None = Field(None, description="The PDF page (or slide) the passage is on; none for a web page.")
 
 
 # Lucene's English stop words (Elasticsearch's `_english_`), which milvus-lite's analyzer does not have.
@@ -154,6 +155,7 @@ class MilvusRetriever:
         if self._store is None:
             self._store = MilvusChunkStore(self.cfg, self.dim)
             if self._store.client.has_collection(self.collection):
+                self._store.check_schema()
                 self._check_embedder()
                 self._store.client.load_collection(self.collection)  # Milvus serves only loaded collections
         return self._store
@@ -285,9 +287,8 @@ class MilvusRetriever:
         score = float(hit["distance"])
         if mode == "bm25":
             score = abs(score)  # milvus-lite returns BM25 as a negated distance; Milvus as a positive score
-        return Source(
-            index=index,
-            id=str(hit.get("id", entity.get("id", ""))),
-            score=score,
-            **{k: entity.get(k, "") for k in SOURCE_FIELDS},
-        )
+        fields = {k: entity.get(k, "") for k in SOURCE_FIELDS}
+        fields["page"] = int(fields["page"] or 0) or None
+        if fields["page"] and fields["doc_type"] == "pdf":  # a browser's PDF viewer opens the cited page
+            fields["url"] = f"{fields['url']}#page={fields['page']}"
+        return Source(index=index, id=str(hit.get("id", entity.get("id", ""))), score=score, **fields)

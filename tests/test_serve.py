@@ -23,6 +23,7 @@ from tests.conftest import (
     COLD_START_STREAMS,
     ENGINE_ONGOING,
     ENGINE_QUEUED,
+    LIBTASN1_URL,
     MAX_TOKENS,
     REPO,
     answer_eventually,
@@ -45,6 +46,11 @@ def collection_urls(rag_app) -> set[str]:
     return {r["url"] for r in MilvusChunkStore(cfg.milvus, cfg.embedder.dim).iter_rows(["url"])}
 
 
+def stored_url(source: dict) -> str:
+    """A source's URL as the collection stores it: a PDF's carries its page as a fragment."""
+    return source["url"].removesuffix(f"#page={source['page']}") if source.get("page") else source["url"]
+
+
 def ask(client: OpenAI, question: str, **kwargs):
     return client.chat.completions.create(
         model="rag", messages=[{"role": "user", "content": question}], max_tokens=MAX_TOKENS, **kwargs
@@ -57,7 +63,7 @@ def test_chat_answers_with_sources_from_the_collection(client, collection_urls):
     assert response.usage.completion_tokens <= MAX_TOKENS
     sources = response.model_extra["sources"]
     assert len(sources) == 5 and [s["index"] for s in sources] == [1, 2, 3, 4, 5]
-    assert {s["url"] for s in sources} <= collection_urls
+    assert {stored_url(s) for s in sources} <= collection_urls
     assert sources[0]["url"] == "https://milvus.io/docs/rbac.md"
     assert all(s["title"] and isinstance(s["score"], float) for s in sources)
 
@@ -65,7 +71,7 @@ def test_chat_answers_with_sources_from_the_collection(client, collection_urls):
 def test_chat_streams_tokens_and_sources_in_the_first_event(client, collection_urls):
     chunks = list(ask(client, "What is the chunk cache and how do I configure it?", stream=True))
     sources = chunks[0].model_extra["sources"]
-    assert sources and {s["url"] for s in sources} <= collection_urls
+    assert sources and {stored_url(s) for s in sources} <= collection_urls
     assert "https://milvus.io/docs/chunk_cache.md" in {s["url"] for s in sources}
     assert all("sources" not in (c.model_extra or {}) for c in chunks[1:])
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
@@ -90,7 +96,19 @@ def test_every_stream_carries_its_sources_in_its_first_chunk(rag_app, collection
     assert len(streams) == 100
     missing = [i for i, chunks in enumerate(streams) if not sources_in_first_content_chunk(chunks)]
     assert missing == []
-    assert all({s["url"] for s in sources_in_first_content_chunk(c)} <= collection_urls for c in streams)
+    assert all({stored_url(s) for s in sources_in_first_content_chunk(c)} <= collection_urls for c in streams)
+
+
+def test_a_streamed_chat_cites_the_pdf_manual_by_page(client):
+    """The session corpus holds Debian's libtasn1 manual (a PDF), ingested by the real job: its passages come back
+    with their page, and a URL that opens the viewer there."""
+    question = "What does asn1Coding generate from a file with ASN.1 definitions and assignments?"
+    chunks = list(ask(client, question, stream=True, extra_body={"filter": {"doc_type": ["pdf"]}}))
+    sources = sources_in_first_content_chunk(chunks)
+    assert sources and all(s["doc_type"] == "pdf" and s["page"] >= 1 for s in sources)
+    assert all(s["url"] == f"{LIBTASN1_URL}#page={s['page']}" for s in sources)
+    cited = next(s for s in sources if "asn1Coding generates a DER encoding" in " ".join(s["text"].split()))
+    assert cited["page"] == 8 and cited["heading"] == "3 Utilities > Invoking asn1Coding"
 
 
 def test_default_sampling_applies_only_where_a_request_leaves_it_out(client):

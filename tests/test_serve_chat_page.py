@@ -4,6 +4,7 @@ Serve app (its Ray cluster, milvus-lite, MiniLM, vLLM CPU with SmolLM2) with API
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from rag.milvus_server import start_local, stop_local
 from rag.store import MilvusChunkStore
-from tests.conftest import API_KEY, AUTH, HOSTILE_URL, XSS_IMG, XSS_SCRIPT, answer_eventually
+from tests.conftest import API_KEY, AUTH, HOSTILE_URL, LIBTASN1_URL, XSS_IMG, XSS_SCRIPT, answer_eventually
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's (scripts/install.sh); Playwright never downloads one
 ANSWER_TIMEOUT_MS = 180_000
@@ -91,7 +92,7 @@ def test_ask_stream_sources_passages_controls_and_history(browser, rag_app, chun
     links = first.locator("a.source-link")
     expect(links.first).to_be_visible()
     hrefs = links.evaluate_all("links => links.map(a => a.href)")
-    assert hrefs and set(hrefs) <= set(chunks), hrefs
+    assert hrefs and {h.split("#page=")[0] for h in hrefs} <= set(chunks), hrefs
     assert "https://milvus.io/docs/rbac.md" in hrefs
     assert links.first.get_attribute("rel") == "noopener noreferrer"
 
@@ -272,4 +273,17 @@ def test_the_page_and_its_icon_load_with_no_missing_file(browser, rag_app):
     icon = page.locator("link[rel=icon]").get_attribute("href")
     served = httpx.get(rag_app[1].removesuffix("v1") + icon)
     assert missing == [] and served.status_code == 200 and served.headers["content-type"] == "image/svg+xml"
+    page.close()
+
+
+def test_a_pdf_source_shows_its_page_and_links_to_it(browser, rag_app):
+    page, bodies = open_page(browser, rag_app)
+    page.get_by_label("URL prefix").fill(LIBTASN1_URL)
+    turn = ask(page, "What does asn1Coding generate from ASN.1 definitions?")
+    assert bodies[-1]["filter"] == {"url_prefix": LIBTASN1_URL}
+    pages = turn.locator(".sources li a.page")
+    expect(pages.first).to_be_visible()
+    labels = pages.evaluate_all("links => links.map(a => [a.textContent.trim(), a.href])")
+    assert labels and all(re.fullmatch(r"p\. \d+", text) for text, _ in labels), labels
+    assert all(href == f"{LIBTASN1_URL}#page={text[3:]}" for text, href in labels), labels
     page.close()

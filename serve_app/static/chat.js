@@ -176,6 +176,12 @@ class Turn {
           ? el("a", { class: "source-link", href: target, target: "_blank", rel: "noopener noreferrer", text: title })
           : el("span", { class: "source-title", text: title }),
         source.heading ? el("span", { class: "heading", text: ` › ${source.heading}` }) : "",
+        // A PDF's page: its URL already ends in #page=N, so the link opens the viewer there.
+        Number.isInteger(source.page) && source.page > 0
+          ? (target
+            ? el("a", { class: "page", href: target, target: "_blank", rel: "noopener noreferrer", text: ` p. ${source.page}` })
+            : el("span", { class: "page", text: ` p. ${source.page}` }))
+          : "",
         el("div", { class: "source-meta" },
           el("span", { class: "url", text: source.url }),
           el("span", { class: "score", text: ` score ${Number(source.score).toFixed(3)} ` }), toggle),

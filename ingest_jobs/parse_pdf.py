@@ -1,0 +1,220 @@
+"""parse, for PDFs: the text layer of each page (PDFium, through pypdfium2) into sections that keep their page.
+
+Headings come from the document's outline where it has one, else from font size (lines set clearly larger than
+the body text); running headers, footers and page numbers that repeat across pages are removed; ligatures are
+normalised and words hyphenated across a line break joined. A section never spans two pages, so every chunk
+cites one page.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections import Counter
+from dataclasses import dataclass
+
+import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
+
+from ingest_jobs.parse_types import ParsedDocument, ParseSkip, Section
+from rag.config import ParseConfig
+
+PDF_MAGIC = b"%PDF-"
+# A line at the top or bottom of a page is a running header or footer when it repeats (digits aside) on this share
+# of the pages and at least RUNNING_MIN_PAGES of them, or, with a page number at either end, on two or more.
+RUNNING_SHARE, RUNNING_MIN_PAGES = 0.3, 3
+EDGE_LINES = 2  # lines at each end of a page that may be running text
+_DIGITS = re.compile(r"\d+")
+_HYPHENATED = re.compile(r"(\w)-\n(\w)")
+_PAGE_NUMBER = re.compile(r"^(page\s+)?[\divxlc]+(\s*(/|of)\s*\d+)?$", re.I)
+_NUMBERED_EDGE = re.compile(r"^\d+\s|\s\d+$")
+# A line set this much larger than the body text, and this short, is a heading when the PDF has no outline.
+HEADING_SIZE_RATIO, HEADING_MAX_CHARS, MAX_HEADING_LEVELS = 1.2, 150, 6
+SOFT_HYPHENS = dict.fromkeys(map(ord, "\ufffe\x02\xad"))  # PDFium marks a word broken at a line end thus
+
+
+@dataclass(frozen=True)
+class Line:
+    text: str
+    size: float  # the largest font size on the line, in points
+
+
+@dataclass(frozen=True)
+class Heading:
+    level: int
+    title: str
+    page: int  # 1-based
+
+
+def is_pdf(data: bytes) -> bool:
+    """PDF readers accept the header anywhere in the first kilobyte."""
+    return PDF_MAGIC in data[:1024]
+
+
+def parse_pdf(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
+    try:
+        pdf = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as e:
+        reason = str(e).lower()
+        if "password" in reason:
+            raise ParseSkip("encrypted PDF (a password is needed to read it)") from None
+        raise ParseSkip(f"unreadable PDF (truncated or corrupt): {e}") from None
+    try:
+        if len(pdf) > cfg.max_pages:
+            raise ParseSkip(f"too many pages: {len(pdf)} > parse.max_pages={cfg.max_pages}")
+        pages = [_page_lines(pdf, i) for i in range(len(pdf))]
+        headings = _outline(pdf)
+        title = _metadata_title(pdf)
+    finally:
+        pdf.close()
+    pages = _without_running_lines(pages)
+    headings = headings or _headings_by_size(pages)
+    sections = _sections([[line.text for line in lines] for lines in pages], headings)
+    first_line = next((lines[0].text for lines in pages if lines), "")
+    title = title or (first_line if len(first_line) <= HEADING_MAX_CHARS else "") or source.rsplit("/", 1)[-1]
+    return ParsedDocument(title=title, url=source, doc_type="pdf", sections=sections)
+
+
+def _page_lines(pdf: pdfium.PdfDocument, index: int) -> list[Line]:
+    """The page's lines in PDFium's reading order, each with its font size."""
+    page = pdf[index]
+    textpage = page.get_textpage()
+    lines: list[Line] = []
+    chars: list[str] = []
+    size = 0.0
+    try:
+        for i in range(pdfium_c.FPDFText_CountChars(textpage.raw)):
+            char = chr(pdfium_c.FPDFText_GetUnicode(textpage.raw, i))
+            if char == "\n":
+                lines.append(Line("".join(chars), size))
+                chars, size = [], 0.0
+            elif char != "\r":
+                chars.append(char)
+                if not char.isspace():
+                    size = max(size, pdfium_c.FPDFText_GetFontSize(textpage.raw, i))
+        lines.append(Line("".join(chars), size))
+    finally:
+        textpage.close()
+        page.close()
+    text = "\n".join(line.text for line in lines).translate(SOFT_HYPHENS)
+    joined = _HYPHENATED.sub(r"\1\2", unicodedata.normalize("NFKC", text)).split("\n")
+    if len(joined) != len(lines):  # a hyphen joined two lines: the first keeps its size
+        sizes = [line.size for line in lines]
+        return [Line(" ".join(t.split()), sizes[min(i, len(sizes) - 1)]) for i, t in enumerate(joined) if t.strip()]
+    return [Line(" ".join(t.split()), line.size) for t, line in zip(joined, lines) if t.strip()]
+
+
+def _metadata_title(pdf: pdfium.PdfDocument) -> str:
+    try:
+        return (pdf.get_metadata_dict().get("Title") or "").strip()
+    except pdfium.PdfiumError:
+        return ""
+
+
+def _outline(pdf: pdfium.PdfDocument) -> list[Heading]:
+    headings = []
+    for bookmark in pdf.get_toc(max_depth=6):
+        dest = bookmark.get_dest()
+        index = dest.get_index() if dest is not None else None
+        title = " ".join((bookmark.get_title() or "").split())
+        if index is not None and title:
+            headings.append(Heading(bookmark.level, title, index + 1))
+    return headings
+
+
+def _key(line: str) -> str:
+    return _DIGITS.sub("#", line.lower())
+
+
+def _headings_by_size(pages: list[list[Line]]) -> list[Heading]:
+    """Lines set at least HEADING_SIZE_RATIO times the body's size (the size most characters have), and short:
+    the larger the size, the higher the level."""
+    by_size: Counter[float] = Counter()
+    for lines in pages:
+        for line in lines:
+            by_size[round(line.size, 1)] += len(line.text)
+    if not by_size:
+        return []
+    body = by_size.most_common(1)[0][0]
+    candidates = [
+        (number, line)
+        for number, lines in enumerate(pages, start=1)
+        for line in lines
+        if line.size >= body * HEADING_SIZE_RATIO and len(line.text) <= HEADING_MAX_CHARS
+    ]
+    sizes = sorted({round(line.size, 1) for _, line in candidates}, reverse=True)[:MAX_HEADING_LEVELS]
+    level = {size: i for i, size in enumerate(sizes)}
+    return [
+        Heading(level[round(line.size, 1)], line.text, number)
+        for number, line in candidates
+        if round(line.size, 1) in level
+    ]
+
+
+def _without_running_lines(pages: list[list[Line]]) -> list[list[Line]]:
+    """Each page less the lines at its top and bottom that are page numbers, or that repeat (digits aside) on
+    many pages: running headers and footers, which would otherwise open or close every chunk."""
+    edges: Counter[str] = Counter()
+    for lines in pages:
+        edges.update({_key(line.text) for line in (*lines[:EDGE_LINES], *lines[-EDGE_LINES:])})
+    threshold = max(RUNNING_MIN_PAGES, RUNNING_SHARE * len(pages))
+    running = {key for key, n in edges.items() if n >= threshold}
+    numbered = {key for key, n in edges.items() if n >= 2}
+
+    def is_running(line: Line) -> bool:
+        key, text = _key(line.text), line.text
+        return (
+            key in running or (key in numbered and bool(_NUMBERED_EDGE.search(text))) or bool(_PAGE_NUMBER.match(text))
+        )
+
+    cleaned = []
+    for lines in pages:
+        start, end = 0, len(lines)
+        while start < min(EDGE_LINES, end) and is_running(lines[start]):
+            start += 1
+        while end > max(start, len(lines) - EDGE_LINES) and is_running(lines[end - 1]):
+            end -= 1
+        cleaned.append(lines[start:end])
+    return cleaned
+
+
+def _sections(pages: list[list[str]], headings: list[Heading]) -> list[Section]:
+    """A section per heading per page: a heading starts at its line on its page (or the page's top when its
+    title is not found there), and its text runs on, page by page, to the next heading."""
+    by_page: dict[int, list[Heading]] = {}
+    for heading in headings:
+        by_page.setdefault(heading.page, []).append(heading)
+    path: list[str] = []
+    levels: list[int] = []
+    sections = []
+    for number, lines in enumerate(pages, start=1):
+        cuts: list[tuple[int, Heading]] = []  # (line index, heading)
+        for heading in by_page.get(number, []):
+            at = _find_title(lines, heading.title, after=cuts[-1][0] if cuts else 0)
+            cuts.append((at if at is not None else (cuts[-1][0] if cuts else 0), heading))
+        start = 0
+        for at, heading in cuts:
+            if at > start:
+                sections.append(Section(list(path), "\n".join(lines[start:at]), page=number))
+            while levels and levels[-1] >= heading.level:
+                levels.pop()
+                path.pop()
+            levels.append(heading.level)
+            path.append(heading.title)
+            start = at + 1 if at < len(lines) and _same_title(lines[at], heading.title) else at
+        if start < len(lines):
+            sections.append(Section(list(path), "\n".join(lines[start:]), page=number))
+    return [s for s in sections if s.text.strip()]
+
+
+def _normal(text: str) -> str:
+    return re.sub(r"[\W_]+", "", text.lower())
+
+
+def _same_title(line: str, title: str) -> bool:
+    a, b = _normal(line), _normal(title)
+    return bool(a) and (a == b or a.endswith(b) or b.endswith(a))
+
+
+def _find_title(lines: list[str], title: str, after: int) -> int | None:
+    return next((i for i in range(after, len(lines)) if _same_title(lines[i], title)), None)

@@ -1,0 +1,104 @@
+"""The PDF parser on PDFs nobody on this project wrote: a manual Debian ships (libtasn1-doc, with an outline and
+running headers) and pages of the shared Milvus docs printed by headless Chromium (no outline; its own running
+header and footer). Content is checked: headings, pages, no running text, and the skips' reasons."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ingest_jobs.chunk import chunk_document
+from ingest_jobs.parse import ParseSkip, parse_document
+from rag.config import ChunkConfig, ParseConfig
+from tests.conftest import LIBTASN1_PDF, MILVUS_DOCS
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def print_to_pdf(page: Path, out: Path, *, header_footer: bool) -> bytes:
+    """``page`` printed by headless Chromium, with or without its running header (date, title) and footer (URL,
+    page x/y)."""
+    flags = [] if header_footer else ["--no-pdf-header-footer"]
+    subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", *flags, f"--print-to-pdf={out}", page.as_uri()],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+    return out.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def manual():
+    return parse_document(LIBTASN1_PDF.read_bytes(), "libtasn1.pdf", ParseConfig())
+
+
+def section_with(doc, sentence: str):
+    (section,) = [s for s in doc.sections if sentence in " ".join(s.text.split())]
+    return section
+
+
+def test_the_outline_gives_headings_and_every_section_its_page(manual):
+    assert manual.title == "Libtasn1" and manual.doc_type == "pdf"
+    size = section_with(manual, "The SIZE constraints are allowed, but no check is done on them.")
+    assert size.page == 6 and size.heading_path == ["2 ASN.1 structure handling", "ASN.1 syntax"]
+    naming = section_with(manual, "Consider this definition:")
+    assert naming.page == 6 and naming.heading_path == ["2 ASN.1 structure handling", "Naming"]
+    assert section_with(manual, "asn1Coding generates a DER encoding").heading_path[-1] == "Invoking asn1Coding"
+    assert [s.page for s in manual.sections] == sorted(s.page for s in manual.sections)
+
+
+def test_running_headers_and_page_numbers_are_gone(manual):
+    lines = [line for s in manual.sections for line in s.text.split("\n")]
+    assert not [line for line in lines if re.match(r"Chapter \d+: .* \d+$", line)]  # "Chapter 2: ASN.1 ... 3"
+    assert not [line for line in lines if re.fullmatch(r"\d+", line)]
+    assert len(lines) > 800
+
+
+def test_words_broken_at_line_ends_are_joined(manual):
+    notes = section_with(manual, "ASN1_MAX_NAME_SIZE is the maximum number")
+    assert "allowed for an ASN.1 identifier." in " ".join(notes.text.split())
+    assert "\ufffe" not in notes.text
+
+
+def test_every_chunk_of_a_pdf_cites_one_page(manual):
+    chunks = chunk_document(manual, source="libtasn1.pdf", doc_hash="h", cfg=ChunkConfig())
+    assert {c["page"] for c in chunks} == {s.page for s in manual.sections} and min(c["page"] for c in chunks) == 1
+    size = next(c for c in chunks if "The SIZE constraints are allowed" in c["text"])
+    assert size["page"] == 6 and size["heading"] == "2 ASN.1 structure handling > ASN.1 syntax"
+
+
+def test_a_printed_web_page_gets_headings_by_font_size_and_loses_its_header_and_footer(tmp_path):
+    page = MILVUS_DOCS / "adminGuide" / "rbac.html"
+    doc = parse_document(print_to_pdf(page, tmp_path / "rbac.pdf", header_footer=True), "rbac.pdf", ParseConfig())
+    assert doc.title == "Enable RBAC"
+    create = section_with(doc, "Create a user named user_1 with the password")
+    assert create.heading_path == ["Enable RBAC", "2. Create a user"] and create.page == 1
+    assert len({s.page for s in doc.sections}) >= 2
+    text = "\n".join(s.text for s in doc.sections)
+    assert page.as_uri() not in text and not re.search(r"^\d+/\d+$", text, re.M)  # Chromium's footer: URL, "1/3"
+    assert not re.search(r"^\d+/\d+/\d+,? ", text, re.M)  # its header: the print date and the page title
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"<!DOCTYPE html><html><body><p>not a PDF</p></body></html>", "not a PDF: the content is HTML"),
+        (b"\x7fELF\x02\x01\x01" + bytes(200), "not a PDF: the content is an executable"),
+        (b"%PDF-1.7\n" + b"\x00garbage" * 100, "unreadable PDF (truncated or corrupt)"),
+    ],
+)
+def test_a_file_named_pdf_is_judged_by_its_content(data, reason):
+    with pytest.raises(ParseSkip, match=re.escape(reason)):
+        parse_document(data, "report.pdf", ParseConfig())
+
+
+def test_a_truncated_pdf_and_one_past_max_pages_are_skipped_with_the_reason():
+    data = LIBTASN1_PDF.read_bytes()
+    with pytest.raises(ParseSkip, match=r"unreadable PDF \(truncated or corrupt\)"):
+        parse_document(data[: len(data) // 3], "libtasn1.pdf", ParseConfig())
+    with pytest.raises(ParseSkip, match=r"too many pages: 36 > parse.max_pages=10"):
+        parse_document(data, "libtasn1.pdf", ParseConfig(max_pages=10))
