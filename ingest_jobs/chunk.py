@@ -37,6 +37,25 @@ def _splitter(chunk_size: int, chunk_overlap: int) -> RecursiveCharacterTextSpli
     return RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
 
 
+def split_table(table: str, chunk_size: int) -> list[str]:
+    """A Markdown table whole where it fits in a chunk, else in runs of whole rows, each under the table's header
+    and separator rows so every piece still says what its columns are. A row longer than a chunk stands alone
+    under the header."""
+    lines = table.split("\n")
+    header, rows = lines[:2], lines[2:]
+    if len(table) <= chunk_size or not rows:
+        return [table]
+    pieces: list[str] = []
+    run: list[str] = []
+    for row in rows:
+        if run and len("\n".join([*header, *run, row])) > chunk_size:
+            pieces.append("\n".join([*header, *run]))
+            run = []
+        run.append(row)
+    pieces.append("\n".join([*header, *run]))
+    return pieces
+
+
 def embed_text_of(title: str, heading: str, text: str, cfg: ChunkConfig) -> str:
     """The text the embedder sees; with ``embed_headings`` it leads with where the passage sits."""
     if not cfg.embed_headings:
@@ -54,7 +73,9 @@ def chunk_document(doc: ParsedDocument, *, source: str, doc_hash: str, cfg: Chun
     pieces = [
         (HEADING_SEPARATOR.join(section.heading_path), text, section.page)
         for section in doc.sections
-        for text in splitter.split_text(section.text)
+        for text in (
+            split_table(section.text, cfg.chunk_size) if section.kind == "table" else splitter.split_text(section.text)
+        )
     ]
     return [
         {

@@ -10,6 +10,7 @@ import yaml
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag, UnicodeDammit, XMLParsedAsHTMLWarning
 from langchain_text_splitters import MarkdownHeaderTextSplitter
 
+from ingest_jobs.parse_office import office_type, parse_docx, parse_pptx
 from ingest_jobs.parse_pdf import is_pdf, parse_pdf
 from ingest_jobs.parse_types import ParsedDocument, ParseSkip, Section
 from rag.config import ParseConfig
@@ -18,6 +19,7 @@ from rag.schema import DocType
 HTML_EXTENSIONS = (".html", ".htm")
 MARKDOWN_EXTENSIONS = (".md", ".markdown")
 HEADINGS = ("h1", "h2", "h3", "h4", "h5", "h6")
+PAGED_TYPES: dict[str, DocType] = {".pdf": "pdf", ".docx": "docx", ".pptx": "pptx"}
 # ARIA landmarks of a page's chrome rather than its content, removed like the tags in parse.drop_tags.
 LANDMARK_ROLES = ["navigation", "banner", "contentinfo", "search"]
 # Elements after which extracted text breaks a line, so words from neighbouring blocks never run together.
@@ -52,8 +54,8 @@ _DTD_SUBSET = re.compile(r"<!DOCTYPE[^<>\[]*\[", re.I)
 
 def doc_type_of(source: str) -> DocType:
     suffix = PurePosixPath(source).suffix.lower()
-    if suffix == ".pdf":
-        return "pdf"
+    if suffix in PAGED_TYPES:
+        return PAGED_TYPES[suffix]
     if suffix in HTML_EXTENSIONS:
         return "html"
     if suffix in MARKDOWN_EXTENSIONS:
@@ -68,10 +70,16 @@ def parse_document(
     if not data.strip():
         raise ParseSkip("empty file")
     doc_type = doc_type_of(source)
-    if doc_type == "pdf" or is_pdf(data):  # by its content: a .pdf name is no proof, nor is another name
+    office = office_type(data)
+    # By the content: a .pdf or .docx name is no proof, nor is another name.
+    if doc_type == "pdf" or is_pdf(data):
         if not is_pdf(data):
             raise ParseSkip(f"not a PDF: the content {_looks_like(data)}")
         doc = parse_pdf(data, source, cfg)
+    elif doc_type in ("docx", "pptx") or office:
+        if office is None:
+            raise ParseSkip(f"not a {doc_type.upper()}: the content {_looks_like(data, 'no Office zip parts')}")
+        doc = parse_docx(data, source, cfg) if office == "docx" else parse_pptx(data, source, cfg)
     elif b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise ParseSkip("binary file")
     elif doc_type == "html":
@@ -87,13 +95,13 @@ def parse_document(
     return doc
 
 
-def _looks_like(data: bytes) -> str:
+def _looks_like(data: bytes, otherwise: str = "no PDF header") -> str:
     head = data[:512].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")) or b"<body" in head:
         return "is HTML"
     if head.startswith((b"\x7felf", b"mz")):
         return "is an executable"
-    return "has no PDF header"
+    return f"has {otherwise}"
 
 
 def _decode_text(data: bytes) -> str:

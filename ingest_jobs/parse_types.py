@@ -4,6 +4,7 @@ embedding and search need no case per format; or ParseSkip with the reason the j
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from rag.schema import DocType
 
@@ -17,6 +18,7 @@ class Section:
     heading_path: list[str]
     text: str
     page: int = 0  # 1-based page (a PDF's) or slide; 0 for a document without pages
+    kind: Literal["text", "table"] = "text"  # a table: Markdown rows, its header first, split by rows
 
 
 @dataclass

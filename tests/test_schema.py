@@ -30,7 +30,7 @@ def test_a_field_the_store_sets_is_not_in_the_rows():
 
 
 def test_doc_types_are_the_parsers_and_the_filters():
-    assert {doc_type_of(name) for name in ("a.html", "b.md", "c.txt", "d.pdf")} == set(DOC_TYPES)
+    assert {doc_type_of(name) for name in ("a.html", "b.md", "c.txt", "d.pdf", "e.docx", "f.pptx")} == set(DOC_TYPES)
     (filter_type,) = get_args(RetrievalFilter.model_fields["doc_type"].annotation)[:1]
     assert set(get_args(get_args(filter_type)[0])) == set(DOC_TYPES)
 
