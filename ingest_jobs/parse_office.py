@@ -12,7 +12,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import docx
@@ -65,12 +65,18 @@ def check_zip(data: bytes, cfg: ParseConfig) -> None:
                 raise ParseSkip(f"{info.filename} declares XML entities (not expanded)")
 
 
-def parse_docx(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
+def open_package(data: bytes, cfg: ParseConfig, kind: str, reader: Callable[[io.BytesIO], Any]) -> Any:
+    """The package read by python-docx or python-pptx once ``check_zip`` has passed it; they raise whatever their
+    zip and XML readers raise for a broken one, which is a skip with its reason."""
     check_zip(data, cfg)
     try:
-        document = docx.Document(io.BytesIO(data))
-    except Exception as e:  # python-docx raises whatever its zip and XML readers raise for a broken package
-        raise ParseSkip(f"unreadable DOCX: {type(e).__name__}: {e}") from None
+        return reader(io.BytesIO(data))
+    except Exception as e:
+        raise ParseSkip(f"unreadable {kind}: {type(e).__name__}: {e}") from None
+
+
+def parse_docx(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
+    document = open_package(data, cfg, "DOCX", docx.Document)
     title = (document.core_properties.title or "").strip()
     path: list[str] = []
     sections: list[Section] = [Section([], "")]
@@ -126,11 +132,7 @@ def markdown_table(rows: list[list[str]]) -> str:
 
 
 def parse_pptx(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
-    check_zip(data, cfg)
-    try:
-        deck = pptx.Presentation(io.BytesIO(data))
-    except Exception as e:  # python-pptx raises whatever its zip and XML readers raise for a broken package
-        raise ParseSkip(f"unreadable PPTX: {type(e).__name__}: {e}") from None
+    deck = open_package(data, cfg, "PPTX", pptx.Presentation)
     sections = []
     for number, slide in enumerate(deck.slides, start=1):
         title_shape = slide.shapes.title

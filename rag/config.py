@@ -63,9 +63,7 @@ class ParseConfig(_Section):
         2000, gt=0, description="A PDF with more pages is skipped with that reason, before any page is read."
     )
     max_unzipped_bytes: int = Field(
-        200_000_000,
-        gt=0,
-        description="A DOCX or PPTX whose parts unpack to more is skipped as a zip bomb, before any is unpacked.",
+        200_000_000, gt=0, description="A DOCX or PPTX whose parts unpack to more is skipped as a zip bomb."
     )
     drop_tags: list[str] = Field(
         ["nav", "header", "footer", "aside", "script", "style", "noscript", "form", "iframe", "svg", "button"],
