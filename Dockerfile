@@ -8,6 +8,12 @@ FROM rayproject/ray-llm:${RAY_VERSION}-py311-cu128
 # Relative paths in the Serve config and the ingest job (configs/gpu.yaml) resolve here: KubeRay and the cluster
 # launcher start Ray in the image's working directory, and Ray's workers inherit it.
 WORKDIR /home/ray/rag
+# Tesseract with its English data: OCR of scanned PDF pages (parse.ocr: auto).
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends tesseract-ocr tesseract-ocr-eng \
+ && rm -rf /var/lib/apt/lists/*
+USER ray
 COPY --chown=ray:users pyproject.toml ./
 RUN pip list --format=freeze > /tmp/base-constraints.txt \
  && python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \

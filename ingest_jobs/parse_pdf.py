@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pypdfium2 as pdfium
 import pypdfium2.raw as pdfium_c
+import pytesseract
 
 from ingest_jobs.parse_types import ParsedDocument, ParseSkip, Section
 from rag.config import ParseConfig
@@ -62,11 +63,13 @@ def parse_pdf(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
     try:
         if len(pdf) > cfg.max_pages:
             raise ParseSkip(f"too many pages: {len(pdf)} > parse.max_pages={cfg.max_pages}")
-        pages = [_page_lines(pdf, i) for i in range(len(pdf))]
+        pages = [_page_lines(pdf, i, cfg) for i in range(len(pdf))]
         headings = _outline(pdf)
         title = _metadata_title(pdf)
     finally:
         pdf.close()
+    if not any(pages):
+        raise ParseSkip("no text layer on any page, and parse.ocr is off" if cfg.ocr == "off" else "no text found")
     pages = _without_running_lines(pages)
     headings = headings or _headings_by_size(pages)
     sections = _sections([[line.text for line in lines] for lines in pages], headings)
@@ -75,15 +78,19 @@ def parse_pdf(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
     return ParsedDocument(title=title, url=source, doc_type="pdf", sections=sections)
 
 
-def _page_lines(pdf: pdfium.PdfDocument, index: int) -> list[Line]:
-    """The page's lines in PDFium's reading order, each with its font size."""
+def _page_lines(pdf: pdfium.PdfDocument, index: int, cfg: ParseConfig) -> list[Line]:
+    """The page's lines in PDFium's reading order, each with its font size; a page without a text layer is read
+    by OCR (``parse.ocr: auto``), its lines of unknown size."""
     page = pdf[index]
     textpage = page.get_textpage()
     lines: list[Line] = []
     chars: list[str] = []
     size = 0.0
     try:
-        for i in range(pdfium_c.FPDFText_CountChars(textpage.raw)):
+        count = pdfium_c.FPDFText_CountChars(textpage.raw)
+        if count <= 0:
+            return _ocr_lines(page, cfg) if cfg.ocr == "auto" else []
+        for i in range(count):
             char = chr(pdfium_c.FPDFText_GetUnicode(textpage.raw, i))
             if char == "\n":
                 lines.append(Line("".join(chars), size))
@@ -102,6 +109,18 @@ def _page_lines(pdf: pdfium.PdfDocument, index: int) -> list[Line]:
         sizes = [line.size for line in lines]
         return [Line(" ".join(t.split()), sizes[min(i, len(sizes) - 1)]) for i, t in enumerate(joined) if t.strip()]
     return [Line(" ".join(t.split()), line.size) for t, line in zip(joined, lines) if t.strip()]
+
+
+def _ocr_lines(page: pdfium.PdfPage, cfg: ParseConfig) -> list[Line]:
+    image = page.render(scale=cfg.ocr_dpi / 72).to_pil()
+    try:
+        text = pytesseract.image_to_string(image, lang=cfg.ocr_language)
+    except pytesseract.TesseractNotFoundError:
+        raise ParseSkip("a page has no text layer, and OCR needs Tesseract (Debian: tesseract-ocr)") from None
+    except pytesseract.TesseractError as e:
+        raise ParseSkip(f"OCR failed: {e.message}") from None
+    text = _HYPHENATED.sub(r"\1\2", unicodedata.normalize("NFKC", text))
+    return [Line(" ".join(t.split()), 0.0) for t in text.split("\n") if t.strip()]
 
 
 def _metadata_title(pdf: pdfium.PdfDocument) -> str:
@@ -136,6 +155,8 @@ def _headings_by_size(pages: list[list[Line]]) -> list[Heading]:
     if not by_size:
         return []
     body = by_size.most_common(1)[0][0]
+    if body == 0:  # OCR's lines have no size: no heading can be told by it
+        return []
     candidates = [
         (number, line)
         for number, lines in enumerate(pages, start=1)

@@ -62,6 +62,13 @@ class ParseConfig(_Section):
     max_pages: int = Field(
         2000, gt=0, description="A PDF with more pages is skipped with that reason, before any page is read."
     )
+    ocr: Literal["auto", "off"] = Field(
+        "auto",
+        description="auto: a PDF page with no text layer (a scan) is read by Tesseract OCR; off: such a page is left "
+        "out, and a PDF of such pages only is skipped with that reason.",
+    )
+    ocr_dpi: int = Field(300, ge=72, le=600, description="Resolution a page is rendered at for OCR.")
+    ocr_language: str = Field("eng", description="Tesseract's language data for OCR (Debian: tesseract-ocr-eng).")
     max_unzipped_bytes: int = Field(
         200_000_000, gt=0, description="A DOCX or PPTX whose parts unpack to more is skipped as a zip bomb."
     )

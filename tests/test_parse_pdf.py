@@ -102,3 +102,39 @@ def test_a_truncated_pdf_and_one_past_max_pages_are_skipped_with_the_reason():
         parse_document(data[: len(data) // 3], "libtasn1.pdf", ParseConfig())
     with pytest.raises(ParseSkip, match=r"too many pages: 36 > parse.max_pages=10"):
         parse_document(data, "libtasn1.pdf", ParseConfig(max_pages=10))
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory) -> bytes:
+    """Page 6 of the manual as a scan: rasterised by pdftoppm (poppler-utils), the image wrapped back into a PDF
+    that has no text layer."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("scan")
+    subprocess.run(
+        ["pdftoppm", "-r", "150", "-f", "6", "-l", "6", "-png", str(LIBTASN1_PDF), str(folder / "page")],
+        check=True,
+        timeout=120,
+    )
+    (png,) = folder.glob("page*.png")
+    Image.open(png).save(folder / "scan.pdf", "PDF", resolution=150)
+    return (folder / "scan.pdf").read_bytes()
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]{4,}", text.lower()))
+
+
+def test_a_scanned_page_is_read_by_ocr_and_matches_the_text_layer_it_came_from(scanned, manual):
+    doc = parse_document(scanned, "scan.pdf", ParseConfig(ocr="auto"))
+    ocr = "\n".join(s.text for s in doc.sections)
+    assert {s.page for s in doc.sections} == {1}
+    layer = "\n".join(s.text for s in manual.sections if s.page == 6)
+    assert len(words(layer)) > 40
+    assert len(words(ocr) & words(layer)) >= 0.9 * len(words(layer)), sorted(words(layer) - words(ocr))
+    assert "The SIZE constraints are allowed, but no check is done on them." in " ".join(ocr.split())
+
+
+def test_a_scan_with_ocr_off_is_skipped_with_the_reason(scanned):
+    with pytest.raises(ParseSkip, match=re.escape("no text layer on any page, and parse.ocr is off")):
+        parse_document(scanned, "scan.pdf", ParseConfig(ocr="off"))
