@@ -10,9 +10,10 @@ import yaml
 from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag, UnicodeDammit, XMLParsedAsHTMLWarning
 from langchain_text_splitters import MarkdownHeaderTextSplitter
 
-from ingest_jobs.parse_office import office_type, parse_docx, parse_pptx
-from ingest_jobs.parse_pdf import is_pdf, parse_pdf
+from ingest_jobs.parse_office import office_type
+from ingest_jobs.parse_pdf import is_pdf
 from ingest_jobs.parse_types import ParsedDocument, ParseSkip, Section
+from ingest_jobs.sandbox import parse_isolated
 from rag.config import ParseConfig
 from rag.schema import DocType
 
@@ -75,11 +76,11 @@ def parse_document(
     if doc_type == "pdf" or is_pdf(data):
         if not is_pdf(data):
             raise ParseSkip(f"not a PDF: the content {_looks_like(data)}")
-        doc = parse_pdf(data, source, cfg)
+        doc = parse_isolated("ingest_jobs.parse_pdf:parse_pdf", data, source, cfg)
     elif doc_type in ("docx", "pptx") or office:
         if office is None:
             raise ParseSkip(f"not a {doc_type.upper()}: the content {_looks_like(data, 'no Office zip parts')}")
-        doc = parse_docx(data, source, cfg) if office == "docx" else parse_pptx(data, source, cfg)
+        doc = parse_isolated(f"ingest_jobs.parse_office:parse_{office}", data, source, cfg)
     elif b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise ParseSkip("binary file")
     elif doc_type == "html":

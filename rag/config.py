@@ -69,6 +69,15 @@ class ParseConfig(_Section):
     )
     ocr_dpi: int = Field(300, ge=72, le=600, description="Resolution a page is rendered at for OCR.")
     ocr_language: str = Field("eng", description="Tesseract's language data for OCR (Debian: tesseract-ocr-eng).")
+    max_memory_bytes: int = Field(
+        2 << 30,
+        gt=0,
+        description="Address space a PDF, DOCX or PPTX may take while it is parsed (in a child process): past it, "
+        "the file is skipped with that reason (a decompression bomb).",
+    )
+    timeout_s: float = Field(
+        600, gt=0, description="Time a PDF, DOCX or PPTX may take to parse, OCR included; past it, it is skipped."
+    )
     max_unzipped_bytes: int = Field(
         200_000_000, gt=0, description="A DOCX or PPTX whose parts unpack to more is skipped as a zip bomb."
     )

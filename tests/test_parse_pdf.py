@@ -138,3 +138,60 @@ def test_a_scanned_page_is_read_by_ocr_and_matches_the_text_layer_it_came_from(s
 def test_a_scan_with_ocr_off_is_skipped_with_the_reason(scanned):
     with pytest.raises(ParseSkip, match=re.escape("no text layer on any page, and parse.ocr is off")):
         parse_document(scanned, "scan.pdf", ParseConfig(ocr="off"))
+
+
+def minimal_pdf(pages: list[bytes]) -> bytes:
+    """A PDF whose pages draw the given content streams (each already Flate-compressed), written by hand: the
+    hostile shapes below cannot be made by a well-behaved writer."""
+    kids = " ".join(f"{3 + 2 * i} 0 R" for i in range(len(pages)))
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>", f"<< /Type /Pages /Kids [{kids}] /Count {len(pages)} >>".encode()]
+    for i, stream in enumerate(pages):
+        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {4 + 2 * i} 0 R >>".encode())
+        objects.append(b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(stream) + stream + b"\nendstream")
+    body, offsets = b"%PDF-1.7\n", []
+    for number, obj in enumerate(objects, start=1):
+        offsets.append(len(body))
+        body += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
+    xref = len(body)
+    body += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    body += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    return body + b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+
+
+def test_a_decompression_bomb_is_skipped_within_the_memory_cap():
+    import resource
+    import zlib
+
+    packer = zlib.compressobj(9)
+    stream = b"".join(packer.compress(bytes(1 << 20)) for _ in range(3 << 10)) + packer.flush()  # 3 GiB of zeros
+    bomb = minimal_pdf([stream])
+    assert len(bomb) < 4_000_000
+    cfg = ParseConfig()
+    with pytest.raises(ParseSkip, match=r"the parser died .* past parse.max_memory_bytes=2,147,483,648"):
+        parse_document(bomb, "bomb.pdf", cfg)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+    print(f"peak memory of a parser child: {peak / 2**20:.0f} MiB (cap {cfg.max_memory_bytes / 2**20:.0f} MiB)")
+    assert peak <= cfg.max_memory_bytes
+    assert len(parse_document(LIBTASN1_PDF.read_bytes(), "libtasn1.pdf", cfg).sections) > 40  # a new child
+
+
+def test_ten_thousand_pages_are_refused_before_any_is_read():
+    import zlib
+
+    many = minimal_pdf([zlib.compress(b"")] * 10_000)
+    with pytest.raises(ParseSkip, match=r"too many pages: 10000 > parse.max_pages=2000"):
+        parse_document(many, "huge.pdf", ParseConfig())
+
+
+def test_an_encrypted_pdf_is_skipped_and_one_with_only_an_owner_password_is_read(tmp_path):
+    locked, owner_only = tmp_path / "locked.pdf", tmp_path / "owner.pdf"
+    for user, out in (("secret", locked), ("", owner_only)):
+        subprocess.run(["qpdf", "--encrypt", user, "owner", "256", "--", str(LIBTASN1_PDF), str(out)], check=True)
+    with pytest.raises(ParseSkip, match=re.escape("encrypted PDF (a password is needed to read it)")):
+        parse_document(locked.read_bytes(), "locked.pdf", ParseConfig())
+    assert len(parse_document(owner_only.read_bytes(), "owner.pdf", ParseConfig()).sections) > 40
+
+
+def test_a_file_past_the_time_limit_is_skipped():
+    with pytest.raises(ParseSkip, match=re.escape("parsing took over parse.timeout_s=0.01 s")):
+        parse_document(LIBTASN1_PDF.read_bytes(), "libtasn1.pdf", ParseConfig(timeout_s=0.01))

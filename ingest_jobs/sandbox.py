@@ -1,0 +1,105 @@
+"""Binary documents (PDF, DOCX, PPTX) are parsed in a child process with a memory cap and a time limit: PDFium and
+the zip and XML readers run C code that a hostile file (a decompression bomb, a page that never finishes) can
+drive past any bound, and neither a Python exception nor a signal handler stops C code.
+
+The child is a plain interpreter (``python -m ingest_jobs.sandbox``), started once per parsing process and reused
+for every file until one kills it; it never forks the Ray worker it serves. Requests and answers are pickles,
+each behind its length, on the child's stdin and stdout.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import resource
+import select
+import struct
+import subprocess
+import sys
+from typing import IO, Any
+
+from ingest_jobs.parse_types import ParsedDocument, ParseSkip
+from rag.config import ParseConfig
+
+_HEADER = struct.Struct("!Q")
+_children: dict[int, subprocess.Popen[bytes]] = {}  # memory cap -> its child, in this process
+
+
+def _write(stream: IO[bytes], message: Any) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def _read(stream: IO[bytes]) -> Any:
+    header = stream.read(_HEADER.size)
+    if len(header) < _HEADER.size:
+        raise EOFError
+    return pickle.loads(stream.read(_HEADER.unpack(header)[0]))
+
+
+def _child(max_memory_bytes: int) -> subprocess.Popen[bytes]:
+    child = _children.get(max_memory_bytes)
+    if child is None or child.poll() is not None:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "ingest_jobs.sandbox", str(max_memory_bytes)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "OMP_THREAD_LIMIT": "1"},  # Tesseract: one thread, beside the other parse tasks
+        )
+        _children[max_memory_bytes] = child
+    return child
+
+
+def parse_isolated(parser: str, data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
+    """``parser`` ("module:function", called as ``function(data, source, cfg)``) in the child, under
+    ``parse.max_memory_bytes`` of address space and ``parse.timeout_s``; a child that runs out of either, or dies,
+    is a ParseSkip with that reason (and the next file gets a new child)."""
+    child = _child(cfg.max_memory_bytes)
+    assert child.stdin is not None and child.stdout is not None
+    try:
+        _write(child.stdin, (parser, data, source, cfg))
+        ready, _, _ = select.select([child.stdout], [], [], cfg.timeout_s)
+        if not ready:
+            child.kill()
+            child.wait()
+            raise ParseSkip(f"parsing took over parse.timeout_s={cfg.timeout_s:g} s")
+        result = _read(child.stdout)
+    except (EOFError, BrokenPipeError):  # killed, or aborted by a failed allocation in C code
+        child.kill()
+        code = child.wait()
+        raise ParseSkip(
+            f"the parser died (exit code {code}), e.g. past parse.max_memory_bytes={cfg.max_memory_bytes:,}"
+        ) from None
+    if isinstance(result, ParseSkip):
+        raise result
+    doc: ParsedDocument = result
+    return doc
+
+
+def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
+    """The child's loop: one request, one answer (a ParsedDocument or a ParseSkip), until stdin closes."""
+    while True:
+        try:
+            parser, data, source, cfg = _read(stdin)
+        except EOFError:
+            return
+        module, _, name = parser.partition(":")
+        try:
+            answer: Any = getattr(importlib.import_module(module), name)(data, source, cfg)
+        except ParseSkip as e:
+            answer = e
+        except MemoryError:
+            answer = ParseSkip(f"needs over parse.max_memory_bytes={cfg.max_memory_bytes:,} bytes to parse")
+        except Exception as e:  # whatever a parser library raises for a file it cannot read
+            answer = ParseSkip(f"unreadable: {type(e).__name__}: {e}")
+        _write(stdout, answer)
+
+
+if __name__ == "__main__":
+    cap = int(sys.argv[1])
+    resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever a library prints goes to stderr, never into the answers
+    serve(sys.stdin.buffer, answers)
