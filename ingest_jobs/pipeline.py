@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
 import ray.data
-from ray.data import ActorPoolStrategy
+from ray.data import ActorPoolStrategy, TaskPoolStrategy
 
 from ingest_jobs.bulk_import import ParquetStager
 from ingest_jobs.chunk import chunk_document, doc_id_of, sha256_hex
@@ -20,12 +21,25 @@ from rag.config import RagConfig
 from rag.store import DocState
 
 PARSE_BATCH_SIZE = 8
+DOCUMENT_EXTENSIONS = (".pdf", ".docx", ".pptx")
+
+
+# Parse settings that bound the work or place it, and never change a document's chunks: changing one re-ingests
+# nothing.
+PARSE_BOUNDS = {
+    "max_html_depth",
+    "max_pages",
+    "max_unzipped_bytes",
+    "max_memory_bytes",
+    "timeout_s",
+    "document_concurrency",
+    "document_num_cpus",
+}
 
 
 def fingerprint_salt(cfg: RagConfig) -> str:
-    """What besides the bytes decides a document's chunks and vectors; a change re-ingests everything.
-    Parse limits only decide whether a document is skipped, so changing one re-ingests nothing."""
-    parse = cfg.parse.model_dump_json(exclude={"max_html_depth"})
+    """What besides the bytes decides a document's chunks and vectors; a change re-ingests everything."""
+    parse = cfg.parse.model_dump_json(exclude=PARSE_BOUNDS)
     return "|".join([parse, cfg.chunking.model_dump_json(), cfg.embedder.identity(), cfg.embedder.document_prefix])
 
 
@@ -83,15 +97,24 @@ def build_pipeline(
     states: dict[str, DocState],
     run_id: str = "",
 ) -> ray.data.Dataset:
-    ds: ray.data.Dataset = ray.data.from_items(
-        [asdict(f) for f in files], override_num_blocks=max(1, min(len(files), cfg.corpus.max_parse_tasks))
-    )
-    ds = ds.map_batches(
-        read_parse_chunk,
-        batch_size=PARSE_BATCH_SIZE,
-        num_cpus=cfg.corpus.parse_num_cpus,
-        fn_kwargs=dict(corpus=corpus, cfg=cfg, manifest=manifest, states=states, salt=fingerprint_salt(cfg)),
-    )
+    kwargs = dict(corpus=corpus, cfg=cfg, manifest=manifest, states=states, salt=fingerprint_salt(cfg))
+    pages: list[CorpusFile] = []
+    documents: list[CorpusFile] = []
+    for file in files:
+        (documents if PurePosixPath(file.source).suffix.lower() in DOCUMENT_EXTENSIONS else pages).append(file)
+
+    def parse_stage(group: list[CorpusFile], **options: Any) -> ray.data.Dataset:
+        blocks = max(1, min(len(group), cfg.corpus.max_parse_tasks))
+        items = ray.data.from_items([asdict(f) for f in group], override_num_blocks=blocks)
+        return items.map_batches(read_parse_chunk, fn_kwargs=kwargs, **options)
+
+    stages = []
+    if pages:  # HTML, Markdown, text: light, in batches
+        stages.append(parse_stage(pages, batch_size=PARSE_BATCH_SIZE, num_cpus=cfg.corpus.parse_num_cpus))
+    if documents:  # PDF, DOCX, PPTX: heavy and uneven, one file per task, in a stage of their own
+        strategy = TaskPoolStrategy(size=cfg.parse.document_concurrency)
+        stages.append(parse_stage(documents, batch_size=1, num_cpus=cfg.parse.document_num_cpus, compute=strategy))
+    ds: ray.data.Dataset = stages[0].union(*stages[1:]) if len(stages) > 1 else stages[0]
     ds = ds.map_batches(
         ChunkEmbedder,
         fn_constructor_kwargs={"cfg": cfg.embedder},

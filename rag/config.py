@@ -78,6 +78,13 @@ class ParseConfig(_Section):
     timeout_s: float = Field(
         600, gt=0, description="Time a PDF, DOCX or PPTX may take to parse, OCR included; past it, it is skipped."
     )
+    document_concurrency: int = Field(
+        2,
+        gt=0,
+        description="PDF, DOCX and PPTX parse tasks at once, one file each: their own Ray Data stage, so a 500-page "
+        "PDF never holds up the small files, and parsing never takes every core from the embedder.",
+    )
+    document_num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per PDF, DOCX or PPTX parse task.")
     max_unzipped_bytes: int = Field(
         200_000_000, gt=0, description="A DOCX or PPTX whose parts unpack to more is skipped as a zip bomb."
     )
