@@ -10,6 +10,8 @@ from statistics import mean
 
 from openai import OpenAI
 
+from rag.search import Source
+
 CITATION = re.compile(r"\[(\d+)\]")
 CHAT_MEASURES = ("gold_in_sources", "gold_cited", "token_f1")
 
@@ -55,7 +57,7 @@ def evaluate_chat(
         )
         answer = response.choices[0].message.content or ""
         sources = (response.model_extra or {}).get("sources") or []
-        gold = {s["index"] for s in sources if s["url"] == question["source_url"]}
+        gold = {s["index"] for s in sources if Source.model_validate(s).document_url == question["source_url"]}
         rows.append(
             {
                 "gold_in_sources": float(bool(gold)),

@@ -63,7 +63,10 @@ def evaluate_retrieval(
 
     def run(r: MilvusRetriever, mode: SearchMode) -> dict[str, float]:
         top_k = min(CANDIDATES, r.retrieval.candidates) if mode == "hybrid" else CANDIDATES
-        runs = {i: [s.url for s in r.retrieve(questions.queries[i], vectors[i], mode=mode, top_k=top_k)] for i in ids}
+        runs = {
+            i: [s.document_url for s in r.retrieve(questions.queries[i], vectors[i], mode=mode, top_k=top_k)]
+            for i in ids
+        }
         return score(questions.qrels, runs)
 
     results: dict[str, dict[str, float]] = {mode: run(retriever, mode) for mode in modes}

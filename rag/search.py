@@ -53,6 +53,11 @@ class Source(BaseModel):
     text: str
     page: int | None = Field(None, description="The PDF page (or slide) the passage is on; none for a web page.")
 
+    @property
+    def document_url(self) -> str:
+        """The URL of the whole document: a PDF passage's ``url`` points at its page (``#page=N``)."""
+        return self.url.removesuffix(f"#page={self.page}") if self.page else self.url
+
 
 # Lucene's English stop words (Elasticsearch's `_english_`), which milvus-lite's analyzer does not have.
 ENGLISH_STOP_WORDS = frozenset(
