@@ -162,7 +162,7 @@ def main() -> int:
         hybrid = evaluate_retrieval(cfg, question_set, ("hybrid",))["hybrid"]
         results[fmt] = hybrid
         gap = hybrid["recall@5"] - results["html"]["recall@5"]
-        print(f"| {fmt} | {hybrid['R@5']:.3f} | {hybrid["mrr@10"]:.3f} | {gap:+.3f} | {seconds:.0f} |")
+        print(f"| {fmt} | {hybrid['recall@5']:.3f} | {hybrid['mrr@10']:.3f} | {gap:+.3f} | {seconds:.0f} |")
     for fmt in ("pdf", "docx"):
         met = results["html"]["recall@5"] - results[fmt]["recall@5"] <= RECALL_GAP
         print(f"{fmt} within {RECALL_GAP} recall@5 of HTML: {'met' if met else 'NOT met'}")
