@@ -19,7 +19,7 @@ from rag.config import RagConfig
 from rag.embedder import SentenceTransformersEmbedder
 from rag.prepare import prepare
 from rag.store import MilvusChunkStore
-from tests.conftest import MILVUS_DOCS, REPO, copy_pages, free_port
+from tests.conftest import LIBTASN1_PDF, MILVUS_DOCS, REPO, copy_pages, free_port
 
 PAGES = [
     "about/limitations.html",
@@ -162,11 +162,12 @@ def test_s3_corpus(ray_cluster, milvus_uri, collection, s3_endpoint):
     s3.create_bucket(Bucket="corpus")
     for page in PAGES[:3]:
         s3.put_object(Bucket="corpus", Key=f"milvus/{page}", Body=(MILVUS_DOCS / page).read_bytes())
+    s3.put_object(Bucket="corpus", Key="milvus/manuals/libtasn1.pdf", Body=LIBTASN1_PDF.read_bytes())  # binary too
     cfg = make_cfg("s3://corpus/milvus", milvus_uri, collection, corpus={"s3_endpoint": s3_endpoint})
     summary = run_ingest(prepare(cfg, corpus=True))
-    assert summary.documents_written == 3 and summary.skipped == []
+    assert summary.documents_written == 4 and summary.skipped == []
     rows = rows_by_id(cfg).values()
-    assert {r["source"] for r in rows} == set(PAGES[:3])
+    assert {r["source"] for r in rows} == {*PAGES[:3], "manuals/libtasn1.pdf"}
     assert "https://milvus.io/docs/limitations.md" in {r["url"] for r in rows}  # canonical link, no manifest
 
 

@@ -22,7 +22,7 @@ from tests.conftest import LIBTASN1_PDF, MILVUS_DOCS
 from tests.test_parse_office import convert, rezip
 from tests.test_parse_pdf import minimal_pdf
 
-GOOD = {"manuals/libtasn1.pdf", "limits.docx", "limits.pptx", "scan.pdf"}
+GOOD = {"manuals/libtasn1.pdf", "limitations.docx", "limitations.pptx", "scan.pdf"}
 
 
 def hostile_files(folder: Path, docx: bytes) -> dict[str, str]:
@@ -90,7 +90,7 @@ def test_documents_are_ingested_with_pages_and_hostile_ones_skipped(ray_cluster,
     for row in rows:
         pages.setdefault(row["source"], set()).add(row["page"])
     assert min(pages["manuals/libtasn1.pdf"]) == 1 and max(pages["manuals/libtasn1.pdf"]) >= 30
-    assert pages["limits.docx"] == {0} and pages["scan.pdf"] == {1} and min(pages["limits.pptx"]) == 1
+    assert pages["limitations.docx"] == {0} and pages["scan.pdf"] == {1} and min(pages["limitations.pptx"]) == 1
     size = [r for r in rows if "The SIZE constraints are allowed" in " ".join(r["text"].split())]
     assert {(r["source"], r["page"]) for r in size} == {("manuals/libtasn1.pdf", 6), ("scan.pdf", 1)}
 
