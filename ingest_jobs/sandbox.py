@@ -17,12 +17,15 @@ import select
 import struct
 import subprocess
 import sys
+import time
+from pathlib import Path
 from typing import IO, Any
 
 from ingest_jobs.parse_types import ParsedDocument, ParseSkip
 from rag.config import ParseConfig
 
 _HEADER = struct.Struct("!Q")
+PEAK_SAMPLE_S = 0.05  # how often a running child's memory is read
 _children: dict[int, subprocess.Popen[bytes]] = {}  # memory cap -> its child, in this process
 
 
@@ -52,25 +55,41 @@ def _child(max_memory_bytes: int) -> subprocess.Popen[bytes]:
     return child
 
 
+def _resident_peak(pid: int) -> int:
+    """The child's resident high-water mark (VmHWM), which Linux resets at exec, unlike getrusage's maxrss that a
+    child inherits from its parent; 0 once it has exited."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    line = next((line for line in status.splitlines() if line.startswith("VmHWM:")), "VmHWM: 0 kB")
+    return int(line.split()[1]) * 1024
+
+
 def parse_isolated(parser: str, data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
     """``parser`` ("module:function", called as ``function(data, source, cfg)``) in the child, under
     ``parse.max_memory_bytes`` of address space and ``parse.timeout_s``; a child that runs out of either, or dies,
     is a ParseSkip with that reason (and the next file gets a new child)."""
     child = _child(cfg.max_memory_bytes)
     assert child.stdin is not None and child.stdout is not None
+    peak = 0
     try:
         _write(child.stdin, (parser, data, source, cfg))
-        ready, _, _ = select.select([child.stdout], [], [], cfg.timeout_s)
-        if not ready:
-            child.kill()
-            child.wait()
-            raise ParseSkip(f"parsing took over parse.timeout_s={cfg.timeout_s:g} s")
+        deadline = time.monotonic() + cfg.timeout_s
+        while not select.select([child.stdout], [], [], min(PEAK_SAMPLE_S, max(0, deadline - time.monotonic())))[0]:
+            peak = max(peak, _resident_peak(child.pid))
+            if time.monotonic() >= deadline:
+                child.kill()
+                child.wait()
+                raise ParseSkip(f"parsing took over parse.timeout_s={cfg.timeout_s:g} s")
+        peak = max(peak, _resident_peak(child.pid))
         result = _read(child.stdout)
     except (EOFError, BrokenPipeError):  # killed, or aborted by a failed allocation in C code
         child.kill()
         code = child.wait()
         raise ParseSkip(
-            f"the parser died (exit code {code}), e.g. past parse.max_memory_bytes={cfg.max_memory_bytes:,}"
+            f"the parser died (exit code {code}; resident peak {peak / 2**20:,.0f} MiB, sampled), e.g. past "
+            f"parse.max_memory_bytes={cfg.max_memory_bytes:,}"
         ) from None
     if isinstance(result, ParseSkip):
         raise result
