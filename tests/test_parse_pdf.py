@@ -194,3 +194,20 @@ def test_an_encrypted_pdf_is_skipped_and_one_with_only_an_owner_password_is_read
 def test_a_file_past_the_time_limit_is_skipped():
     with pytest.raises(ParseSkip, match=re.escape("parsing took over parse.timeout_s=0.01 s")):
         parse_document(LIBTASN1_PDF.read_bytes(), "libtasn1.pdf", ParseConfig(timeout_s=0.01))
+
+
+def test_a_two_column_page_reads_column_by_column(tmp_path):
+    """Chromium lays the text out in two columns side by side on one page; the passages keep each column whole,
+    never a line of one then a line of the other."""
+    left = " ".join(f"Left{i} is sentence {i} of the first column." for i in range(1, 50))
+    right = " ".join(f"Right{i} is sentence {i} of the second column." for i in range(1, 50))
+    page = tmp_path / "columns.html"
+    page.write_text(
+        "<html><head><title>Two columns</title><style>.cols { column-count: 2; column-gap: 2em; }</style></head>"
+        f'<body><h1>Two columns</h1><div class="cols"><p>{left}</p><p>{right}</p></div></body></html>'
+    )
+    doc = parse_document(print_to_pdf(page, tmp_path / "columns.pdf", header_footer=False), "c.pdf", ParseConfig())
+    first, last = section_with(doc, "Left1 is sentence 1"), section_with(doc, "Right49 is sentence 49")
+    assert first.page == last.page == 1  # side by side on one page
+    order = re.findall(r"(Left|Right)(\d+)\s+is", " ".join(s.text for s in doc.sections))
+    assert order == [("Left", str(i)) for i in range(1, 50)] + [("Right", str(i)) for i in range(1, 50)]
