@@ -8,6 +8,7 @@ the real milvus-lite collection (insert, not upsert, as an import does, so a dup
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,7 +22,7 @@ from ingest_jobs.ingest import run_ingest
 from rag.config import MilvusConfig, RagConfig
 from rag.prepare import prepare
 from rag.store import MilvusChunkStore, connect
-from tests.conftest import copy_pages
+from tests.conftest import LIBTASN1_PDF, copy_pages
 
 PAGES = ["adminGuide/rbac.html", "about/limitations.html", "faq/performance_faq.html"]
 BUCKET = "milvus-bulk"
@@ -96,11 +97,14 @@ def test_bulk_import_stages_imports_and_never_duplicates(
     ray_cluster, milvus_uri, s3_endpoint, collection, fake_import, tmp_path
 ):
     corpus = copy_pages(tmp_path / "corpus", PAGES)
+    shutil.copy(LIBTASN1_PDF, corpus / "libtasn1.pdf")  # a paged document: its pages travel in the Parquet too
     cfg = bulk_cfg(corpus, milvus_uri, collection, s3_endpoint, fake_import)
     store = MilvusChunkStore(cfg.milvus, cfg.embedder.dim)
 
     first = run_ingest(prepare(cfg, corpus=True))
-    assert first.import_job == "job-1" and first.documents_written == len(PAGES)
+    assert first.import_job == "job-1" and first.documents_written == len(PAGES) + 1
+    pages = {r["page"] for r in store.iter_rows(["source", "page"]) if r["source"] == "libtasn1.pdf"}
+    assert min(pages) == 1 and max(pages) >= 30
     assert first.collection_rows == first.chunks_written > 3 * len(PAGES)
     keys = [key for [key] in fake_import.jobs[0]["body"]["files"]]
     assert keys and all(k.startswith("stage/") and k.endswith(".parquet") for k in keys)
@@ -109,7 +113,7 @@ def test_bulk_import_stages_imports_and_never_duplicates(
     assert staged == first.chunks_written
 
     again = run_ingest(prepare(cfg, corpus=True))  # nothing changed: nothing staged, no job
-    assert again.unchanged == len(PAGES) and again.import_job == "" and len(fake_import.jobs) == 1
+    assert again.unchanged == len(PAGES) + 1 and again.import_job == "" and len(fake_import.jobs) == 1
 
     page = corpus / "about" / "limitations.html"
     page.write_text(page.read_text().replace("</body>", "<p>One more limit: bulk imports insert.</p></body>"))
