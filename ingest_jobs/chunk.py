@@ -10,6 +10,7 @@ from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 from ingest_jobs.parse import ParsedDocument
 from rag.config import ChunkConfig
+from rag.schema import MAX_LENGTH
 
 HEADING_SEPARATOR = " > "
 
@@ -37,22 +38,34 @@ def _splitter(chunk_size: int, chunk_overlap: int) -> RecursiveCharacterTextSpli
     return RecursiveCharacterTextSplitter(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
 
 
-def split_table(table: str, chunk_size: int) -> list[str]:
+def split_table(table: str, cfg: ChunkConfig) -> list[str]:
     """A Markdown table whole where it fits in a chunk, else in runs of whole rows, each under the table's header
-    and separator rows so every piece still says what its columns are. A row longer than a chunk stands alone
-    under the header."""
-    lines = table.split("\n")
-    header, rows = lines[:2], lines[2:]
-    if len(table) <= chunk_size or not rows:
+    and separator rows so every piece still says what its columns are. A header that takes half a chunk or more
+    is no help to repeat: such a table, and any row too long for a chunk beside its header, is split as text."""
+    if len(table) <= cfg.chunk_size:
         return [table]
+    lines = table.split("\n")
+    header, rows = "\n".join(lines[:2]), lines[2:]
+    if not rows or 2 * len(header) >= cfg.chunk_size:
+        return _splitter(cfg.chunk_size, cfg.chunk_overlap).split_text(table)
+    room = cfg.chunk_size - len(header) - 1
     pieces: list[str] = []
     run: list[str] = []
     for row in rows:
-        if run and len("\n".join([*header, *run, row])) > chunk_size:
-            pieces.append("\n".join([*header, *run]))
+        if len(row) > room:  # alone, and in pieces that each still fit under the header
+            if run:
+                pieces.append("\n".join([header, *run]))
+                run = []
+            pieces += [
+                f"{header}\n{part}" for part in _splitter(room, min(cfg.chunk_overlap, room // 2)).split_text(row)
+            ]
+            continue
+        if run and len(header) + sum(len(r) + 1 for r in [*run, row]) > cfg.chunk_size:
+            pieces.append("\n".join([header, *run]))
             run = []
         run.append(row)
-    pieces.append("\n".join([*header, *run]))
+    if run:
+        pieces.append("\n".join([header, *run]))
     return pieces
 
 
@@ -69,13 +82,12 @@ def embed_text_of(title: str, heading: str, text: str, cfg: ChunkConfig) -> str:
 def chunk_document(doc: ParsedDocument, *, source: str, doc_hash: str, cfg: ChunkConfig) -> list[dict[str, Any]]:
     """One row per chunk, split within sections so no chunk straddles two headings."""
     splitter = _splitter(cfg.chunk_size, cfg.chunk_overlap)
+    title = doc.title[: MAX_LENGTH["title"]]  # a PDF's metadata or a document's heading may be any length
     doc_id = doc_id_of(source)
     pieces = [
-        (HEADING_SEPARATOR.join(section.heading_path), text, section.page)
+        (HEADING_SEPARATOR.join(section.heading_path)[: MAX_LENGTH["heading"]], text, section.page)
         for section in doc.sections
-        for text in (
-            split_table(section.text, cfg.chunk_size) if section.kind == "table" else splitter.split_text(section.text)
-        )
+        for text in (split_table(section.text, cfg) if section.kind == "table" else splitter.split_text(section.text))
     ]
     return [
         {
@@ -83,7 +95,7 @@ def chunk_document(doc: ParsedDocument, *, source: str, doc_hash: str, cfg: Chun
             "doc_id": doc_id,
             "source": source,
             "url": doc.url,
-            "title": doc.title,
+            "title": title,
             "heading": heading,
             "doc_type": doc.doc_type,
             "chunk_index": index,
@@ -91,7 +103,7 @@ def chunk_document(doc: ParsedDocument, *, source: str, doc_hash: str, cfg: Chun
             "page": page,
             "doc_hash": doc_hash,
             "text": text,
-            "embed_text": embed_text_of(doc.title, heading, text, cfg),
+            "embed_text": embed_text_of(title, heading, text, cfg),
         }
         for index, (heading, text, page) in enumerate(pieces)
     ]

@@ -11,7 +11,7 @@ from bs4 import BeautifulSoup, MarkupResemblesLocatorWarning, Tag, UnicodeDammit
 from langchain_text_splitters import MarkdownHeaderTextSplitter
 
 from ingest_jobs.parse_office import office_type
-from ingest_jobs.parse_pdf import is_pdf
+from ingest_jobs.parse_pdf import PDF_MAGIC, is_pdf
 from ingest_jobs.parse_types import ParsedDocument, ParseSkip, Section
 from ingest_jobs.sandbox import parse_isolated
 from rag.config import ParseConfig
@@ -73,7 +73,7 @@ def parse_document(
     doc_type = doc_type_of(source)
     office = office_type(data)
     # By the content: a .pdf or .docx name is no proof, nor is another name.
-    if doc_type == "pdf" or is_pdf(data):
+    if doc_type == "pdf" or data.startswith(PDF_MAGIC):  # another name: only a file that opens as a PDF
         if not is_pdf(data):
             raise ParseSkip(f"not a PDF: the content {_looks_like(data)}")
         doc = parse_isolated("ingest_jobs.parse_pdf:parse_pdf", data, source, cfg)

@@ -36,7 +36,7 @@ def office_type(data: bytes) -> str | None:
         return None
     try:
         names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, ValueError, EOFError):  # a broken zip (or a name that is not what it claims)
         return None
     return "docx" if DOCX_PART in names else "pptx" if PPTX_PART in names else None
 
@@ -78,12 +78,15 @@ def open_package(data: bytes, cfg: ParseConfig, kind: str, reader: Callable[[io.
 def parse_docx(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
     document = open_package(data, cfg, "DOCX", docx.Document)
     title = (document.core_properties.title or "").strip()
-    path: list[str] = []
+    headings: list[tuple[int, str]] = []  # (level, text), the open headings above the current paragraph
     sections: list[Section] = [Section([], "")]
+    lines: list[list[str]] = [[]]  # each section's lines, joined once at the end
     for block in _blocks(document):
+        path = [t for _, t in headings]
         if isinstance(block, Table):
-            sections.append(Section(list(path), markdown_table(_rows(block)), kind="table"))
-            sections.append(Section(list(path), ""))
+            sections.append(Section(path, markdown_table(_rows(block)), kind="table"))
+            sections.append(Section(path, ""))
+            lines += [[], []]
             continue
         text = " ".join(block.text.split())
         style = block.style.name if block.style is not None else ""
@@ -93,12 +96,18 @@ def parse_docx(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
             title = title or text
         elif heading := _HEADING_STYLE.match(style):
             level = int(heading.group(1))
-            path = [*path[: level - 1], text]
-            sections.append(Section(list(path), ""))
+            while headings and headings[-1][0] >= level:
+                headings.pop()
+            headings.append((level, text))
+            sections.append(Section([t for _, t in headings], ""))
+            lines.append([])
         else:
-            line = f"- {text}" if style.startswith(LIST_STYLES) or _numbered(block) else text
-            sections[-1].text += ("\n" if sections[-1].text else "") + line
-    title = title or (path[0] if path else source.rsplit("/", 1)[-1])
+            lines[-1].append(f"- {text}" if style.startswith(LIST_STYLES) or _numbered(block) else text)
+    for section, section_lines in zip(sections, lines):
+        if section.kind == "text":
+            section.text = "\n".join(section_lines)
+    first_heading = next((s.heading_path[0] for s in sections if s.heading_path), "")
+    title = title or first_heading or source.rsplit("/", 1)[-1]
     return ParsedDocument(title=title, url=source, doc_type="docx", sections=sections)
 
 

@@ -26,8 +26,12 @@ PDF_MAGIC = b"%PDF-"
 RUNNING_SHARE, RUNNING_MIN_PAGES = 0.3, 3
 EDGE_LINES = 2  # lines at each end of a page that may be running text
 _DIGITS = re.compile(r"\d+")
-_HYPHENATED = re.compile(r"(\w)-\n(\w)")
-_PAGE_NUMBER = re.compile(r"^(page\s+)?[\divxlc]+(\s*(/|of)\s*\d+)?$", re.I)
+_LINE_END_HYPHEN = re.compile(r"\w-$")
+_NUMBERING = re.compile(r"^(\d+|[A-Z])(\.\d+)*\.?\s+")  # "2.2 Naming", "A. Use", "1 Introduction"
+# A page number: digits, or a Roman numeral (front matter), alone or as "page 3", "3 / 10", "3 of 10".
+_PAGE_NUMBER = re.compile(
+    r"^(page\s+)?(\d+|(?=[mdclxvi])m*(c[md]|d?c{0,3})(x[cl]|l?x{0,3})(i[xv]|v?i{0,3}))(\s*(/|of)\s*\d+)?$", re.I
+)
 _NUMBERED_EDGE = re.compile(r"^\d+\s|\s\d+$")
 # A line set this much larger than the body text, and this short, is a heading when the PDF has no outline.
 HEADING_SIZE_RATIO, HEADING_MAX_CHARS, MAX_HEADING_LEVELS = 1.2, 150, 6
@@ -70,7 +74,7 @@ def parse_pdf(data: bytes, source: str, cfg: ParseConfig) -> ParsedDocument:
         pdf.close()
     if not any(pages):
         raise ParseSkip("no text layer on any page, and parse.ocr is off" if cfg.ocr == "off" else "no text found")
-    pages = _without_running_lines(pages)
+    pages = _without_running_lines(pages, headings)
     headings = headings or _headings_by_size(pages)
     sections = _sections([[line.text for line in lines] for lines in pages], headings)
     first_line = next((lines[0].text for lines in pages if lines), "")
@@ -103,12 +107,23 @@ def _page_lines(pdf: pdfium.PdfDocument, index: int, cfg: ParseConfig) -> list[L
     finally:
         textpage.close()
         page.close()
-    text = "\n".join(line.text for line in lines).translate(SOFT_HYPHENS)
-    joined = _HYPHENATED.sub(r"\1\2", unicodedata.normalize("NFKC", text)).split("\n")
-    if len(joined) != len(lines):  # a hyphen joined two lines: the first keeps its size
-        sizes = [line.size for line in lines]
-        return [Line(" ".join(t.split()), sizes[min(i, len(sizes) - 1)]) for i, t in enumerate(joined) if t.strip()]
-    return [Line(" ".join(t.split()), line.size) for t, line in zip(joined, lines) if t.strip()]
+    return _mended(lines)
+
+
+def _mended(lines: list[Line]) -> list[Line]:
+    """Ligatures normalised, soft hyphens dropped, and a word hyphenated across a line break joined into the
+    first line, which keeps the larger size."""
+    merged: list[Line] = []
+    for line in lines:
+        text = " ".join(unicodedata.normalize("NFKC", line.text.translate(SOFT_HYPHENS)).split())
+        if not text:
+            continue
+        if merged and _LINE_END_HYPHEN.search(merged[-1].text) and text[0].isalnum():
+            previous = merged.pop()
+            merged.append(Line(previous.text[:-1] + text, max(previous.size, line.size)))
+        else:
+            merged.append(Line(text, line.size))
+    return merged
 
 
 def _ocr_lines(page: pdfium.PdfPage, cfg: ParseConfig) -> list[Line]:
@@ -119,8 +134,7 @@ def _ocr_lines(page: pdfium.PdfPage, cfg: ParseConfig) -> list[Line]:
         raise ParseSkip("a page has no text layer, and OCR needs Tesseract (Debian: tesseract-ocr)") from None
     except pytesseract.TesseractError as e:
         raise ParseSkip(f"OCR failed: {e.message}") from None
-    text = _HYPHENATED.sub(r"\1\2", unicodedata.normalize("NFKC", text))
-    return [Line(" ".join(t.split()), 0.0) for t in text.split("\n") if t.strip()]
+    return _mended([Line(t, 0.0) for t in text.split("\n")])
 
 
 def _metadata_title(pdf: pdfium.PdfDocument) -> str:
@@ -148,13 +162,7 @@ def _key(line: str) -> str:
 def _headings_by_size(pages: list[list[Line]]) -> list[Heading]:
     """Lines set at least HEADING_SIZE_RATIO times the body's size (the size most characters have), and short:
     the larger the size, the higher the level."""
-    by_size: Counter[float] = Counter()
-    for lines in pages:
-        for line in lines:
-            by_size[round(line.size, 1)] += len(line.text)
-    if not by_size:
-        return []
-    body = by_size.most_common(1)[0][0]
+    body = _body_size(pages)
     if body == 0:  # OCR's lines have no size: no heading can be told by it
         return []
     candidates = [
@@ -172,9 +180,22 @@ def _headings_by_size(pages: list[list[Line]]) -> list[Heading]:
     ]
 
 
-def _without_running_lines(pages: list[list[Line]]) -> list[list[Line]]:
+def _body_size(pages: list[list[Line]]) -> float:
+    """The font size most characters have; 0 when none has one (OCR)."""
+    by_size: Counter[float] = Counter()
+    for lines in pages:
+        for line in lines:
+            by_size[round(line.size, 1)] += len(line.text)
+    return by_size.most_common(1)[0][0] if by_size else 0.0
+
+
+def _without_running_lines(pages: list[list[Line]], outline: list[Heading]) -> list[list[Line]]:
     """Each page less the lines at its top and bottom that are page numbers, or that repeat (digits aside) on
-    many pages: running headers and footers, which would otherwise open or close every chunk."""
+    many pages: running headers and footers, which would otherwise open or close every chunk. A line that is a
+    heading (in the outline, or set heading-size) is kept unless it repeats on many pages: "Chapter 1" and
+    "Chapter 2" opening their pages are headings, not a running header."""
+    body = _body_size(pages)
+    titles = {(h.page, _normal(h.title)) for h in outline}
     edges: Counter[str] = Counter()
     for lines in pages:
         edges.update({_key(line.text) for line in (*lines[:EDGE_LINES], *lines[-EDGE_LINES:])})
@@ -182,18 +203,19 @@ def _without_running_lines(pages: list[list[Line]]) -> list[list[Line]]:
     running = {key for key, n in edges.items() if n >= threshold}
     numbered = {key for key, n in edges.items() if n >= 2}
 
-    def is_running(line: Line) -> bool:
+    def is_running(line: Line, page: int) -> bool:
         key, text = _key(line.text), line.text
-        return (
-            key in running or (key in numbered and bool(_NUMBERED_EDGE.search(text))) or bool(_PAGE_NUMBER.match(text))
-        )
+        if key in running or _PAGE_NUMBER.match(text):
+            return True
+        heading = (page, _normal(text)) in titles or (body > 0 and line.size >= body * HEADING_SIZE_RATIO)
+        return key in numbered and bool(_NUMBERED_EDGE.search(text)) and not heading
 
     cleaned = []
-    for lines in pages:
+    for page, lines in enumerate(pages, start=1):
         start, end = 0, len(lines)
-        while start < min(EDGE_LINES, end) and is_running(lines[start]):
+        while start < min(EDGE_LINES, end) and is_running(lines[start], page):
             start += 1
-        while end > max(start, len(lines) - EDGE_LINES) and is_running(lines[end - 1]):
+        while end > max(start, len(lines) - EDGE_LINES) and is_running(lines[end - 1], page):
             end -= 1
         cleaned.append(lines[start:end])
     return cleaned
@@ -229,12 +251,13 @@ def _sections(pages: list[list[str]], headings: list[Heading]) -> list[Section]:
 
 
 def _normal(text: str) -> str:
-    return re.sub(r"[\W_]+", "", text.lower())
+    """A title without its numbering, case, spaces or punctuation: "2.2 Naming" and "Naming" are one title."""
+    return re.sub(r"[\W_]+", "", _NUMBERING.sub("", text.strip()).lower())
 
 
 def _same_title(line: str, title: str) -> bool:
-    a, b = _normal(line), _normal(title)
-    return bool(a) and (a == b or a.endswith(b) or b.endswith(a))
+    a = _normal(line)
+    return bool(a) and a == _normal(title)
 
 
 def _find_title(lines: list[str], title: str, after: int) -> int | None:

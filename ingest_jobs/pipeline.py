@@ -31,6 +31,7 @@ PARSE_BOUNDS = {
     "max_pages",
     "max_unzipped_bytes",
     "max_memory_bytes",
+    "max_text_chars",
     "timeout_s",
     "document_concurrency",
     "document_num_cpus",

@@ -9,11 +9,13 @@ each behind its length, on the child's stdin and stdout.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
 import pickle
 import resource
 import select
+import signal
 import struct
 import subprocess
 import sys
@@ -25,7 +27,9 @@ from ingest_jobs.parse_types import ParsedDocument, ParseSkip
 from rag.config import ParseConfig
 
 _HEADER = struct.Struct("!Q")
+PR_SET_PDEATHSIG = 1
 PEAK_SAMPLE_S = 0.05  # how often a running child's memory is read
+MAX_ANSWER_BYTES = 1 << 30  # a parsed document the parent takes in; parse.max_text_chars keeps real ones far below
 _children: dict[int, subprocess.Popen[bytes]] = {}  # memory cap -> its child, in this process
 
 
@@ -72,29 +76,56 @@ def parse_isolated(parser: str, data: bytes, source: str, cfg: ParseConfig) -> P
     is a ParseSkip with that reason (and the next file gets a new child)."""
     child = _child(cfg.max_memory_bytes)
     assert child.stdin is not None and child.stdout is not None
+    answers = child.stdout
+    deadline = time.monotonic() + cfg.timeout_s
     peak = 0
+
+    def receive(size: int) -> bytes:
+        """``size`` bytes of the answer, waited for until the deadline, the child's memory sampled meanwhile."""
+        nonlocal peak
+        parts: list[bytes] = []
+        while size:
+            if not select.select([answers], [], [], min(PEAK_SAMPLE_S, max(0, deadline - time.monotonic())))[0]:
+                peak = max(peak, _resident_peak(child.pid))
+                if time.monotonic() >= deadline:
+                    raise TimeoutError
+                continue
+            part = os.read(answers.fileno(), min(size, 1 << 20))
+            if not part:
+                raise EOFError
+            parts.append(part)
+            size -= len(part)
+        return b"".join(parts)
+
     try:
         _write(child.stdin, (parser, data, source, cfg))
-        deadline = time.monotonic() + cfg.timeout_s
-        while not select.select([child.stdout], [], [], min(PEAK_SAMPLE_S, max(0, deadline - time.monotonic())))[0]:
-            peak = max(peak, _resident_peak(child.pid))
-            if time.monotonic() >= deadline:
-                child.kill()
-                child.wait()
-                raise ParseSkip(f"parsing took over parse.timeout_s={cfg.timeout_s:g} s")
-        peak = max(peak, _resident_peak(child.pid))
-        result = _read(child.stdout)
+        (size,) = _HEADER.unpack(receive(_HEADER.size))
+        if size > MAX_ANSWER_BYTES:
+            raise ParseSkip(f"the parsed text is over {MAX_ANSWER_BYTES:,} bytes")
+        result = pickle.loads(receive(size))
+    except TimeoutError:
+        _discard(child)
+        raise ParseSkip(f"parsing took over parse.timeout_s={cfg.timeout_s:g} s") from None
     except (EOFError, BrokenPipeError):  # killed, or aborted by a failed allocation in C code
-        child.kill()
-        code = child.wait()
+        code = _discard(child)
         raise ParseSkip(
             f"the parser died (exit code {code}; resident peak {peak / 2**20:,.0f} MiB, sampled), e.g. past "
             f"parse.max_memory_bytes={cfg.max_memory_bytes:,}"
         ) from None
+    except BaseException:  # an answer half read (or a cancelled task) leaves the child out of step: never reuse it
+        _discard(child)
+        raise
     if isinstance(result, ParseSkip):
         raise result
     doc: ParsedDocument = result
     return doc
+
+
+def _discard(child: subprocess.Popen[bytes]) -> int:
+    child.kill()
+    code = child.wait()
+    _children.pop(next((k for k, v in _children.items() if v is child), -1), None)
+    return code
 
 
 def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
@@ -107,6 +138,9 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         module, _, name = parser.partition(":")
         try:
             answer: Any = getattr(importlib.import_module(module), name)(data, source, cfg)
+            chars = sum(len(section.text) for section in answer.sections)
+            if chars > cfg.max_text_chars:
+                raise ParseSkip(f"{chars:,} characters of text > parse.max_text_chars={cfg.max_text_chars:,}")
         except ParseSkip as e:
             answer = e
         except MemoryError:
@@ -116,7 +150,16 @@ def serve(stdin: IO[bytes], stdout: IO[bytes]) -> None:
         _write(stdout, answer)
 
 
+def _die_with_parent() -> None:
+    """Linux's PR_SET_PDEATHSIG: a child whose Ray worker was killed mid-file must not run on."""
+    try:
+        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the closed stdin still ends it once the file is done
+        pass
+
+
 if __name__ == "__main__":
+    _die_with_parent()
     cap = int(sys.argv[1])
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
     answers = os.fdopen(os.dup(1), "wb")

@@ -85,6 +85,9 @@ class ParseConfig(_Section):
         "PDF never holds up the small files, and parsing never takes every core from the embedder.",
     )
     document_num_cpus: float = Field(0.5, gt=0, description="CPUs reserved per PDF, DOCX or PPTX parse task.")
+    max_text_chars: int = Field(
+        50_000_000, gt=0, description="A document whose parsed text is longer is skipped (a small file can hold a lot)."
+    )
     max_unzipped_bytes: int = Field(
         200_000_000, gt=0, description="A DOCX or PPTX whose parts unpack to more is skipped as a zip bomb."
     )

@@ -46,6 +46,7 @@ FIELDS: tuple[Field, ...] = (
 )
 PRIMARY_KEY, TEXT_FIELD, VECTOR_FIELD, SPARSE_FIELD = "id", "text", "vector", "sparse"
 STORED_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.written)
+MAX_LENGTH: dict[str, int] = {f.name: f.max_length for f in FIELDS if f.max_length}
 SOURCE_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.source)
 
 

@@ -55,3 +55,17 @@ def test_embed_headings_changes_only_the_embedded_text():
     assert rich["embed_text"] == "Title > Install > Docker\nrun it" and rich["text"] == "run it"
     opening = chunk_document(doc(Section([], "Title\n\nAn abstract.")), source="d", doc_hash="h", cfg=ChunkConfig())
     assert opening[0]["embed_text"] == "Title\n\nAn abstract."  # the title is not repeated
+
+
+def test_no_table_piece_outgrows_a_chunk():
+    from ingest_jobs.chunk import split_table
+
+    cfg = ChunkConfig()
+    wide_header = "| " + " | ".join(f"column {i}" for i in range(60)) + " |\n|" + " --- |" * 60 + "\n| a | b |"
+    long_row = "| A | B |\n| --- | --- |\n| short | row |\n| long | " + "word " * 400 + "|\n| last | row |"
+    for table in (wide_header, long_row, "| " + "x" * 70_000 + " |"):
+        pieces = split_table(table, cfg)
+        assert pieces and all(len(p) <= cfg.chunk_size for p in pieces), [len(p) for p in pieces]
+    long_pieces = split_table(long_row, cfg)
+    assert all(p.startswith("| A | B |\n| --- | --- |\n") for p in long_pieces)
+    assert long_pieces[0].endswith("| short | row |") and long_pieces[-1].endswith("| last | row |")  # rows in order

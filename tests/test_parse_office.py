@@ -125,3 +125,23 @@ def test_a_name_that_lies_and_a_deck_of_pictures_are_skipped_with_reasons(tmp_pa
     deck.save(out)
     with pytest.raises(ParseSkip, match=re.escape("no text in any slide (pictures are not read)")):
         parse_document(out.getvalue(), "pictures.pptx", ParseConfig())
+
+
+def test_docx_heading_levels_nest_by_level_not_by_position():
+    import docx
+
+    document = docx.Document()
+    document.add_heading("A", level=1)
+    document.add_heading("B", level=3)
+    document.add_paragraph("under B")
+    document.add_heading("C", level=3)
+    document.add_paragraph("under C")
+    out = io.BytesIO()
+    document.save(out)
+    sections = {s.text: s.heading_path for s in parse_document(out.getvalue(), "h.docx", ParseConfig()).sections}
+    assert sections == {"under B": ["A", "B"], "under C": ["A", "C"]}
+
+
+def test_a_text_file_that_mentions_the_pdf_header_stays_text():
+    doc = parse_document(b"# Notes\n\nA PDF starts with %PDF-1.7 on its first line.\n", "notes.md", ParseConfig())
+    assert doc.doc_type == "markdown"

@@ -211,3 +211,25 @@ def test_a_two_column_page_reads_column_by_column(tmp_path):
     assert first.page == last.page == 1  # side by side on one page
     order = re.findall(r"(Left|Right)(\d+)\s+is", " ".join(s.text for s in doc.sections))
     assert order == [("Left", str(i)) for i in range(1, 50)] + [("Right", str(i)) for i in range(1, 50)]
+
+
+def test_chapter_headings_at_page_tops_are_kept_and_running_lines_go():
+    from ingest_jobs.parse_pdf import Heading, Line, _sections, _without_running_lines
+
+    pages = [
+        [Line("Chapter 1", 20), Line("Intro text.", 10), Line("Manual 1", 8)],
+        [Line("More intro.", 10), Line("Manual 2", 8)],
+        [
+            Line("Chapter 2", 20),
+            Line("see the results", 10),
+            Line("Results", 14),
+            Line("body", 10),
+            Line("Manual 3", 8),
+        ],
+    ]
+    kept = _without_running_lines(pages, [])
+    assert [line.text for line in kept[0]] == ["Chapter 1", "Intro text."]  # "Manual N" ran on every page
+    assert kept[2][0].text == "Chapter 2"
+    sections = _sections([[line.text for line in lines] for lines in kept], [Heading(0, "Results", 3)])
+    texts = {tuple(s.heading_path): s.text for s in sections}
+    assert "see the results" in texts[()] and texts[("Results",)] == "body"  # only the heading's own line moves
