@@ -119,7 +119,7 @@ def test_s3_listing_and_read(s3_endpoint):
     s3.put_object(Bucket="listing", Key="docs/a.html", Body=b"<p>a</p>")
     s3.put_object(Bucket="listing", Key="docs/sub/b.md", Body=b"# b")
     s3.put_object(Bucket="listing", Key="docs/empty.txt", Body=b"")
-    s3.put_object(Bucket="listing", Key="docs/skip.pdf", Body=b"%PDF")
+    s3.put_object(Bucket="listing", Key="docs/skip.xlsx", Body=b"PK")  # an extension the corpus does not read
     s3.put_object(Bucket="listing", Key="docs/manifest.jsonl", Body=b'{"path": "docs/../a.html"}\n')
     corpus = Corpus(CorpusConfig(path="s3://listing/docs", s3_endpoint=s3_endpoint))
     files, skipped = corpus.list()
