@@ -65,6 +65,10 @@ def convert_corpus(html: Path, pages: list[Path], fmt: str, out: Path) -> Path:
     manifest = []
 
     def one(page: Path) -> None:
+        try:  # its URL and title, as the HTML ingest finds them
+            doc = parse_document((html / page).read_bytes(), page.as_posix(), ParseConfig())
+        except ParseSkip:  # a page the HTML ingest skips too (no text): not converted
+            return
         target = (out / page).with_suffix(f".{fmt}")
         target.parent.mkdir(parents=True, exist_ok=True)
         if not target.exists():
@@ -73,7 +77,6 @@ def convert_corpus(html: Path, pages: list[Path], fmt: str, out: Path) -> Path:
                 subprocess.run([*command, (html / page).as_uri()], check=True, capture_output=True, timeout=300)
             else:
                 subprocess.run(["pandoc", "-f", "html", "-t", fmt, "-o", str(target), str(html / page)], check=True)
-        doc = parse_document((html / page).read_bytes(), page.as_posix(), ParseConfig())
         manifest.append({"path": target.relative_to(out).as_posix(), "url": doc.url, "title": doc.title})
 
     with ThreadPoolExecutor(2) as pool:
