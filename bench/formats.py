@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -76,7 +77,10 @@ def convert_corpus(html: Path, pages: list[Path], fmt: str, out: Path) -> Path:
                 command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--print-to-pdf={target}"]
                 subprocess.run([*command, (html / page).as_uri()], check=True, capture_output=True, timeout=300)
             else:
-                subprocess.run(["pandoc", "-f", "html", "-t", fmt, "-o", str(target), str(html / page)], check=True)
+                # pandoc stops at an image it cannot open (the pages link /assets/...); images hold no text here.
+                text = re.sub(r"<img\b[^>]*>", "", (html / page).read_text(errors="replace"))
+                command = ["pandoc", "-f", "html", "-t", fmt, "-o", str(target)]
+                subprocess.run(command, input=text, text=True, check=True, capture_output=True, timeout=300)
         manifest.append({"path": target.relative_to(out).as_posix(), "url": doc.url, "title": doc.title})
 
     with ThreadPoolExecutor(2) as pool:
