@@ -36,6 +36,8 @@ _NUMBERED_EDGE = re.compile(r"^\d+\s|\s\d+$")
 # A line set this much larger than the body text, and this short, is a heading when the PDF has no outline.
 HEADING_SIZE_RATIO, HEADING_MAX_CHARS, MAX_HEADING_LEVELS = 1.2, 150, 6
 SOFT_HYPHENS = dict.fromkeys(map(ord, "\ufffe\x02\xad"))  # PDFium marks a word broken at a line end thus
+# Control characters: PDFium gives U+0000 for a glyph with no Unicode mapping (Chromium's emoji, for one).
+UNMAPPED = dict.fromkeys([*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F])
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,13 @@ def _page_lines(pdf: pdfium.PdfDocument, index: int, cfg: ParseConfig) -> list[L
     finally:
         textpage.close()
         page.close()
-    return _mended(lines)
+    return _mended([Line(_utf16(line.text), line.size) for line in lines])
+
+
+def _utf16(text: str) -> str:
+    """PDFium gives UTF-16 code units: a character beyond the BMP (an emoji, a math letter) arrives as two
+    surrogates, joined here; a lone one becomes U+FFFD, never a string that cannot be encoded."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 def _mended(lines: list[Line]) -> list[Line]:
@@ -115,7 +123,7 @@ def _mended(lines: list[Line]) -> list[Line]:
     first line, which keeps the larger size."""
     merged: list[Line] = []
     for line in lines:
-        text = " ".join(unicodedata.normalize("NFKC", line.text.translate(SOFT_HYPHENS)).split())
+        text = " ".join(unicodedata.normalize("NFKC", line.text.translate(SOFT_HYPHENS).translate(UNMAPPED)).split())
         if not text:
             continue
         if merged and _LINE_END_HYPHEN.search(merged[-1].text) and text[0].isalnum():

@@ -233,3 +233,12 @@ def test_chapter_headings_at_page_tops_are_kept_and_running_lines_go():
     sections = _sections([[line.text for line in lines] for lines in kept], [Heading(0, "Results", 3)])
     texts = {tuple(s.heading_path): s.text for s in sections}
     assert "see the results" in texts[()] and texts[("Results",)] == "body"  # only the heading's own line moves
+
+
+def test_characters_beyond_the_bmp_come_out_whole(tmp_path):
+    page = tmp_path / "emoji.html"
+    page.write_text("<html><head><title>Symbols</title></head><body><p>Rocket \U0001f680 and 𝑥 math.</p></body></html>")
+    doc = parse_document(print_to_pdf(page, tmp_path / "emoji.pdf", header_footer=False), "e.pdf", ParseConfig())
+    text = " ".join(s.text for s in doc.sections)
+    text.encode("utf-8")  # no lone surrogate (PDFium gives 𝑥 as two): every chunk can be hashed and stored
+    assert "Rocket" in text and "x math." in text and "\x00" not in text  # the unmapped emoji glyph is dropped
